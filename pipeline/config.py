@@ -19,7 +19,6 @@ import yaml
 
 SOURCES = ("demo", "imagefolder", "manifest", "historic_art")
 STRATEGIES = ("head", "finetune", "two_stage", "partial")
-TASKS = ("period", "artist")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = REPO_ROOT / "artifacts" / "periodeye.duckdb"
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "datasets"
@@ -95,6 +94,7 @@ class RunConfig:
     accelerator: str = "auto"
     devices: int | str = "auto"
     max_minutes: float | None = None
+    projection: str = "tsne"  # 2-D map of the embeddings: "tsne" or "pca"
 
     @property
     def head_dropout(self) -> float:
@@ -144,9 +144,10 @@ def _validate_run(run: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: strategy 'partial' needs freeze_until: k (blocks frozen, >= 1)")
     if run.strategy != "partial" and run.freeze_until is not None:
         raise ConfigError(f"{where}: freeze_until only applies to strategy 'partial'")
-    bad = [t for t in run.tasks if t not in TASKS] or ([] if run.tasks and run.tasks[0] == "period" else ["period first"])
-    if bad:
+    if run.tasks not in (["period"], ["period", "artist"]):
         raise ConfigError(f"{where}: tasks must be [period] or [period, artist], got {run.tasks}")
+    if run.projection not in ("tsne", "pca"):
+        raise ConfigError(f"{where}: projection must be 'tsne' or 'pca'")
     if run.epochs < 1 or run.batch_size < 1:
         raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
 
@@ -166,6 +167,11 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     if data_path:
         data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
     data.path = _expand(data.path)
+    if data.path and "$" in data.path:
+        raise ConfigError(
+            f"{path}: data.path {data.path!r} names an environment variable that is not set; "
+            "set it to the dataset folder or pass --data PATH"
+        )
     if data.source not in SOURCES:
         raise ConfigError(f"{path}: data.source {data.source!r} unknown; choose from {SOURCES}")
     if data.source != "demo" and not data.path:

@@ -1,0 +1,25 @@
+# Period Eye. Every target creates the virtual environment on first use.
+VENV := .venv
+PY := $(VENV)/bin/python
+EXPERIMENT ?= configs/demo.yaml
+DATA ?=
+
+.PHONY: artifacts test lint bench dashboard clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+artifacts: $(VENV)/.installed  ## train, evaluate and store every run of EXPERIMENT (default: the demo)
+	$(PY) -m pipeline artifacts $(EXPERIMENT) $(if $(DATA),--data $(DATA))
+
+test: $(VENV)/.installed  ## the whole test suite (CPU only)
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf artifacts

@@ -1,0 +1,80 @@
+"""Command line: python -m pipeline {artifacts,run,prepare,list} --help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import REPO_ROOT, ConfigError, load_experiment
+
+DEFAULT_EXPERIMENT = REPO_ROOT / "configs" / "demo.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Period Eye: train, evaluate, store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def experiment_args(p: argparse.ArgumentParser, default: str | None) -> None:
+        p.add_argument("experiment", nargs="?" if default else None, default=default, help="experiment YAML")
+        p.add_argument("--data", help="use this collection instead (ImageFolder dir, manifest CSV, Historic Art dir)")
+        p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("artifacts", help="run every run of an experiment still missing from the store (default demo)")
+    experiment_args(p, str(DEFAULT_EXPERIMENT))
+    p = sub.add_parser("run", help="run an experiment file, or some runs of it")
+    experiment_args(p, None)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs of the experiment")
+    p.add_argument("--force", action="store_true", help="redo runs already complete in the store")
+    p = sub.add_parser("prepare", help="load, check, de-duplicate, split and cache the data; report skips")
+    experiment_args(p, str(DEFAULT_EXPERIMENT))
+    p = sub.add_parser("list", help="list the runs in the store")
+    p.add_argument("--store", help="DuckDB store")
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.experiment import run_experiment
+
+    exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    run_experiment(exp, only=getattr(args, "only", None), force=getattr(args, "force", False), progress=not args.quiet)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from pipeline.experiment import prepare_data
+
+    exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    data = prepare_data(exp, progress=not args.quiet)
+    print(data.images.groupby(["split", "period"]).size().unstack(0).fillna(0).astype(int).to_string())
+    if len(data.skipped):
+        print(f"\n{len(data.skipped)} skipped:")
+        print(data.skipped.groupby("stage").size().to_string())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pipeline import store
+    from pipeline.config import DEFAULT_STORE
+
+    runs = store.list_runs(args.store or DEFAULT_STORE)
+    if runs.empty:
+        print("no runs stored yet: run `make artifacts`")
+    else:
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(runs.to_string(index=False))
+    return 0
+
+
+COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Classification metrics per split and task, in the long form the store keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def adjacent_error_share(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of errors landing on a chronologically neighbouring class (labels are in time order)."""
+    wrong = y_true != y_pred
+    if not wrong.any():
+        return float("nan")
+    return float((np.abs(y_true[wrong] - y_pred[wrong]) == 1).mean())
+
+
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str], chronological: bool
+) -> tuple[dict[str, float], pd.DataFrame, np.ndarray]:
+    """Overall metrics, per-class precision/recall/F1/support, and the confusion matrix.
+
+    `y_true` holds class indices into `labels` (-100 = unlabelled, ignored); `probs` is (n, C).
+    """
+    known = y_true >= 0
+    y_true, probs = y_true[known], probs[known]
+    classes = np.arange(len(labels))
+    y_pred = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    if len(y_true) == 0:
+        return {}, pd.DataFrame(columns=["metric", "label", "value"]), np.zeros((len(labels), len(labels)), int)
+    p_true = probs[np.arange(len(y_true)), y_true]
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    overall = {
+        "n": float(len(y_true)),
+        "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()),
+        "accuracy": float((y_pred == y_true).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "top2_accuracy": float((top2 == y_true[:, None]).any(1).mean()) if len(labels) > 1 else 1.0,
+    }
+    if chronological:
+        overall["adjacent_error_share"] = adjacent_error_share(y_true, y_pred)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    per_class = pd.DataFrame(
+        [
+            (metric, label, float(values[i]))
+            for metric, values in (("precision", precision), ("recall", recall), ("f1", f1), ("support", support))
+            for i, label in enumerate(labels)
+        ],
+        columns=["metric", "label", "value"],
+    )
+    return overall, per_class, confusion_matrix(y_true, y_pred, labels=classes)

@@ -1,0 +1,244 @@
+"""The DuckDB store: the only module that knows the schema.
+
+The store is the contract between the pipeline (the only writer of model results) and the
+dashboard. A run is written in one transaction, so it appears whole or not at all; writing it
+again replaces it. Connections are short-lived and retry on DuckDB's cross-process file lock,
+so the dashboard can stay open while `make artifacts` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+# Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
+RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_id TEXT PRIMARY KEY, name TEXT, source TEXT, path TEXT, synthetic BOOLEAN,
+    periods TEXT[], artists TEXT[], config JSON, n_images INTEGER, n_skipped INTEGER,
+    n_duplicate_groups INTEGER, n_conflicting_duplicates INTEGER, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS images (
+    dataset_id TEXT, image_id TEXT, path TEXT, period TEXT, artist TEXT, title TEXT, date TEXT,
+    split TEXT, content_hash TEXT, width INTEGER, height INTEGER, thumbnail BLOB,
+    PRIMARY KEY (dataset_id, image_id));
+CREATE TABLE IF NOT EXISTS skipped_images (dataset_id TEXT, path TEXT, "row" BIGINT, reason TEXT, stage TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, experiment TEXT, name TEXT, dataset_id TEXT, backbone TEXT, strategy TEXT,
+    freeze_until INTEGER, tasks TEXT[], pretrained BOOLEAN, config JSON, config_hash TEXT, device TEXT,
+    status TEXT, started_at TIMESTAMP, finished_at TIMESTAMP, train_seconds DOUBLE, eval_seconds DOUBLE,
+    epochs INTEGER, best_epoch INTEGER, lr DOUBLE, test_accuracy DOUBLE, test_balanced_accuracy DOUBLE,
+    test_macro_f1 DOUBLE, test_top2_accuracy DOUBLE, test_adjacent_error_share DOUBLE, checkpoint TEXT, summary JSON);
+CREATE TABLE IF NOT EXISTS run_labels (run_id TEXT, task TEXT, class_index INTEGER, label TEXT);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT, stage TEXT, epoch INTEGER, train_loss DOUBLE, train_acc DOUBLE, train_artist_acc DOUBLE,
+    val_loss DOUBLE, val_acc DOUBLE, val_artist_acc DOUBLE, lr DOUBLE);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT, image_id TEXT, split TEXT, task TEXT, true_label TEXT, pred_label TEXT, correct BOOLEAN,
+    confidence REAL, true_prob REAL, loss REAL, probs REAL[]);
+CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, split TEXT, task TEXT, metric TEXT, label TEXT, value DOUBLE);
+CREATE TABLE IF NOT EXISTS confusion (
+    run_id TEXT, split TEXT, task TEXT, true_label TEXT, pred_label TEXT, count INTEGER);
+CREATE TABLE IF NOT EXISTS embeddings (run_id TEXT, image_id TEXT, vector FLOAT[], x REAL, y REAL);
+CREATE TABLE IF NOT EXISTS attributions (
+    run_id TEXT, image_id TEXT, method TEXT, target_label TEXT, heatmap BLOB);
+CREATE TABLE IF NOT EXISTS annotations (
+    annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
+    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP);
+"""
+
+
+class StoreLockedError(RuntimeError):
+    """Another process held the store's lock for longer than we were willing to wait."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set lock" in text)
+
+
+@contextmanager
+def connect(
+    path: str | Path, read_only: bool = False, wait_seconds: float = 60.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store briefly; wait (with backoff) while another process holds DuckDB's file lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if _is_lock_error(exc):
+                    raise StoreLockedError(f"{path} is locked by another process (waited {wait_seconds:.0f}s)") from exc
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        if not read_only:
+            ensure_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(SCHEMA)
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | pd.DataFrame) -> None:
+    """Append rows whose columns are named like the table's (order free)."""
+    if len(data) == 0:
+        return
+    con.register("_incoming", data)
+    try:
+        names = data.column_names if isinstance(data, pa.Table) else list(data.columns)
+        cols = ", ".join(f'"{c}"' for c in names)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+
+
+def float_lists(matrix: np.ndarray) -> pa.Array:
+    """A (n, d) float matrix as an Arrow list column (one list per row) without Python loops."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def dataset_exists(path: str | Path, dataset_id: str) -> bool:
+    if not Path(path).exists():
+        return False
+    with connect(path) as con:
+        return bool(con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()[0])
+
+
+def write_dataset(path: str | Path, data) -> None:
+    """Replace one prepared dataset (metadata, splits, thumbnails, skips) in one transaction."""
+    columns = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height"]
+    images = data.images[[*columns, "thumbnail"]].copy()
+    images.insert(0, "dataset_id", data.dataset_id)
+    skipped = data.skipped[["path", "row", "reason", "stage"]].copy()
+    skipped.insert(0, "dataset_id", data.dataset_id)
+    conflicts = int(data.duplicates["conflict"].sum()) if len(data.duplicates) else 0
+    groups = int(data.duplicates["content_hash"].nunique()) if len(data.duplicates) else 0
+    with connect(path) as con:
+        con.execute("BEGIN")
+        try:
+            for table in ("datasets", "images", "skipped_images"):
+                con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [data.dataset_id])
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [
+                    data.dataset_id, data.name, data.config.source, data.config.path, data.synthetic,
+                    list(data.periods), list(data.artists), json.dumps(_jsonable(data.config)), len(images),
+                    len(skipped), groups, conflicts,
+                ],
+            )
+            _insert(con, "images", images)
+            _insert(con, "skipped_images", skipped)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class RunRecord:
+    """Everything one run stores; `write_run` writes it atomically."""
+
+    run: dict  # one row of `runs`
+    labels: dict[str, list[str]]  # task -> class names, in the order of `probs`
+    epochs: pd.DataFrame
+    predictions: pa.Table
+    metrics: pd.DataFrame
+    confusion: pd.DataFrame
+    embeddings: pa.Table
+    attributions: pa.Table | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def write_run(path: str | Path, record: RunRecord) -> None:
+    """Replace a run and all its rows in one transaction: readers see the old run or the new one."""
+    run_id = record.run["run_id"]
+    labels = pd.DataFrame(
+        [(run_id, task, i, label) for task, names in record.labels.items() for i, label in enumerate(names)],
+        columns=["run_id", "task", "class_index", "label"],
+    )
+    run_row = pd.DataFrame([{k: _db_value(v) for k, v in record.run.items()}])
+    with connect(path) as con:
+        con.execute("BEGIN")
+        try:
+            for table in RUN_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            _insert(con, "runs", run_row)
+            _insert(con, "run_labels", labels)
+            _insert(con, "epochs", record.epochs)
+            _insert(con, "predictions", record.predictions)
+            _insert(con, "metrics", record.metrics)
+            _insert(con, "confusion", record.confusion)
+            _insert(con, "embeddings", record.embeddings)
+            if record.attributions is not None:
+                _insert(con, "attributions", record.attributions)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def completed_runs(path: str | Path) -> dict[str, str]:
+    """run_id -> config_hash of every complete run (used to resume `make artifacts`)."""
+    if not Path(path).exists():
+        return {}
+    with connect(path) as con:
+        rows = con.execute("SELECT run_id, config_hash FROM runs WHERE status = 'complete'").fetchall()
+    return dict(rows)
+
+
+def list_runs(path: str | Path) -> pd.DataFrame:
+    cols = (
+        "run_id, backbone, strategy, freeze_until, tasks, epochs, round(train_seconds, 1) AS train_s, "
+        "round(test_accuracy, 3) AS test_acc, round(test_balanced_accuracy, 3) AS test_bal_acc, "
+        "round(test_macro_f1, 3) AS test_f1, finished_at"
+    )
+    if not Path(path).exists():
+        return pd.DataFrame()
+    with connect(path) as con:
+        return con.execute(f"SELECT {cols} FROM runs ORDER BY run_id").df()
+
+
+def _db_value(value):
+    if isinstance(value, dict):
+        return json.dumps(_jsonable(value))
+    return value
+
+
+def _jsonable(obj):
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    return obj

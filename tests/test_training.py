@@ -1,0 +1,56 @@
+"""Training paths: the frozen-backbone feature cache is exact; LR finder; early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import DataConfig, RunConfig, SplitConfig
+from pipeline.data.prepare import prepare
+from pipeline.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    cfg = DataConfig(source="demo", resize=40, crop=32, thumbnail_size=32,
+                     split=SplitConfig(mode="fractions", val=0.2, test=0.2))
+    return prepare(cfg, tmp_path_factory.mktemp("cache"), progress=False)
+
+
+def test_feature_cache_trains_the_same_head_as_the_image_path(tiny_data):
+    run = RunConfig(name="head", strategy="head", epochs=3, lr=0.01, batch_size=64, patience=10)
+    cached = train(run, tiny_data, progress=False)
+    direct = train(dataclasses.replace(run, feature_cache=False), tiny_data, progress=False)
+    assert cached.features is not None and direct.features is None
+    for (name, a), (_, b) in zip(cached.model.heads.state_dict().items(), direct.model.heads.state_dict().items(),
+                                 strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=f"head weight {name} differs")
+    np.testing.assert_allclose(cached.epochs["val_acc"], direct.epochs["val_acc"], atol=1e-6)
+    np.testing.assert_allclose(cached.epochs["train_loss"], direct.epochs["train_loss"], rtol=1e-3)
+
+
+def test_two_stage_unfreezes_and_lowers_the_lr(tiny_data):
+    run = RunConfig(name="ts", strategy="two_stage", epochs=1, stage2_epochs=1, lr=0.01, stage2_lr_factor=0.1,
+                    batch_size=64)
+    result = train(run, tiny_data, progress=False)
+    assert list(result.epochs["stage"]) == ["head", "finetune"]
+    assert result.epochs["lr"].iloc[1] == pytest.approx(0.001)
+    assert result.features is None  # the backbone changed after stage 1: its features are stale
+    assert all(p.requires_grad for p in result.model.parameters())
+
+
+def test_lr_finder_sets_the_learning_rate(tiny_data):
+    run = RunConfig(name="lrf", strategy="finetune", epochs=1, lr=0.123, lr_finder=True, batch_size=32)
+    result = train(run, tiny_data, progress=False)
+    assert result.lr != 0.123 and 1e-6 <= result.lr <= 1.0
+    assert any("LR finder" in note for note in result.notes)
+    assert result.epochs["lr"].iloc[0] == pytest.approx(result.lr)
+
+
+def test_early_stopping_stops_before_max_epochs(tiny_data):
+    run = RunConfig(name="es", strategy="head", epochs=50, lr=0.0, patience=1, batch_size=64)  # lr 0: never improves
+    result = train(run, tiny_data, progress=False)
+    assert len(result.epochs) == 2
