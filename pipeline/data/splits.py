@@ -1,0 +1,145 @@
+"""Deterministic, grouped, stratified train/val/test splits.
+
+Rows are split in groups, never one by one: byte-identical copies (same content_hash) form a
+group so a duplicate can never leak from train into test, and with `artist_disjoint` every
+work of an artist joins one group so the test measures recognising a period in painters the
+model has never seen.
+
+Per class the groups are shuffled with a generator seeded by (seed, class name) and fill
+val, then test, then train. With single images (the usual case) val/test get exactly the
+requested counts (mode 'counts') or rounded shares (mode 'fractions'). With large groups
+(artist-disjoint) the counts are approximate: a group only goes to val/test if it fits, and
+if none fits the smallest group is used so that val and test are never empty. A group's
+class is its majority label (ties: alphabetical). The result depends only on the rows and
+the seed, not on their order.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import ConfigError, SplitConfig
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_splits(
+    df: pd.DataFrame, split: SplitConfig, label_col: str = "period"
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Return (df with a `split` column, skipped rows of classes too small to split)."""
+    _check(split)
+    df = df.copy()
+    group_of = _groups(df, split.artist_disjoint)
+    df["_group"] = group_of
+    votes = df.groupby(["_group", label_col]).size().reset_index(name="n")
+    votes = votes.sort_values(["_group", "n", label_col], ascending=[True, False, True])
+    group_label = votes.drop_duplicates("_group").set_index("_group")[label_col]  # majority, ties alphabetical
+    group_size = df.groupby("_group").size()
+
+    assignment: dict[str, str] = {}
+    skipped: list[dict] = []
+    for label in sorted(group_label.unique()):
+        groups = sorted(group_label.index[group_label == label])
+        n = int(group_size[groups].sum())
+        targets, problem = _targets(n, split)
+        if problem:
+            skipped.extend(
+                {"path": r.path, "row": getattr(r, "row", None), "stage": "split",
+                 "reason": f"class too small: {label!r} has {n} image(s); {problem}"}
+                for r in df[df["_group"].isin(groups)].itertuples(index=False)
+            )
+            continue
+        rng = np.random.default_rng([split.seed, zlib.crc32(label.encode())])
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        assignment.update(_fill(order, group_size, targets))
+
+    df = df[df["_group"].isin(assignment)].copy()
+    df["split"] = df["_group"].map(assignment)
+    return df.drop(columns="_group"), skipped
+
+
+def _check(split: SplitConfig) -> None:
+    """Reject split settings that cannot mean anything, rather than guessing."""
+    val, test = float(split.val), float(split.test)
+    if split.mode == "counts" and val.is_integer() and test.is_integer() and min(val, test) >= 0:
+        return
+    if split.mode == "fractions" and min(val, test) >= 0 and val + test < 1:
+        return
+    raise ConfigError(f"split {split.mode!r} with val={split.val}, test={split.test} is not usable: 'counts' needs "
+                      f"whole numbers >= 0, 'fractions' needs shares >= 0 with val + test < 1")
+
+
+def _targets(n: int, split: SplitConfig) -> tuple[dict[str, int], str | None]:
+    """Images wanted in val and test for a class of n images, or why the class is too small."""
+    if split.mode == "counts":
+        val, test = int(split.val), int(split.test)
+        if n < val + test + 1:
+            return {}, f"counts mode needs val {val} + test {test} + 1 train = {val + test + 1}"
+        return {"val": val, "test": test}, None
+    if n < 3:
+        return {}, "fractions mode needs at least 3 (one per split)"
+    val = max(1, round(n * split.val)) if split.val > 0 else 0
+    test = max(1, round(n * split.test)) if split.test > 0 else 0
+    while val + test >= n:  # keep at least one training image
+        if test >= val and test > 0:
+            test -= 1
+        else:
+            val -= 1
+    return {"val": val, "test": test}, None
+
+
+def _fill(order: list[str], size: pd.Series, targets: dict[str, int]) -> dict[str, str]:
+    """Groups in shuffled order go to val, then test, while they fit; the rest to train."""
+    filled = {"val": 0, "test": 0}
+    out: dict[str, str] = {}
+    for g in order:
+        s = int(size[g])
+        for name in ("val", "test"):
+            if filled[name] + s <= targets[name]:
+                out[g] = name
+                filled[name] += s
+                break
+        else:
+            out[g] = "train"
+    for name in ("val", "test"):  # large groups: never leave val/test empty if it can be helped
+        train = [g for g in order if out[g] == "train"]
+        if targets[name] > 0 and filled[name] == 0 and len(train) > 1:
+            g = min(train, key=lambda g: int(size[g]))  # min() keeps the first (shuffled) of equals
+            out[g] = name
+            filled[name] += int(size[g])
+    return out
+
+
+def _groups(df: pd.DataFrame, artist_disjoint: bool) -> pd.Series:
+    """A group key per row: rows linked by content hash (and artist, if asked) share one.
+
+    Union-find over the links; a group is named after its smallest image_id, which makes the
+    result independent of row order.
+    """
+    ids = df["image_id"].astype(str).tolist()
+    parent = {i: i for i in ids}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(members: list[str]) -> None:
+        roots = sorted({find(m) for m in members})
+        for r in roots[1:]:
+            parent[r] = roots[0]
+
+    keys = ["content_hash"] + (["artist"] if artist_disjoint else [])
+    for key in keys:
+        if key not in df.columns:
+            continue
+        col = df[key]
+        linked = col.notna() & col.duplicated(keep=False)
+        for _, members in pd.Series(ids, index=df.index)[linked].groupby(col[linked]):
+            union(members.tolist())
+    return pd.Series([find(i) for i in ids], index=df.index)
+

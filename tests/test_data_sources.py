@@ -1,0 +1,203 @@
+"""Sources: ImageFolder, manifest CSV, Kaggle "Historic Art" (real artist table), the demo set."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.config import ConfigError, DataConfig
+from pipeline.data import demo
+from pipeline.data.historic_art import parse_date
+from pipeline.data.prepare import HISTORIC_ART_PERIODS, WIKIART_STYLES, period_order
+from pipeline.data.sources import load_source
+
+
+def write_jpeg(path: Path, size: tuple[int, int] = (24, 16), seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+    return path
+
+
+def test_imagefolder_reads_labels_and_records_non_images(tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    write_jpeg(root / "Baroque" / "a.jpg")
+    write_jpeg(root / "Baroque" / "b.JPEG", seed=1)
+    write_jpeg(root / "Rococo" / "nested" / "c.png", seed=2)
+    (root / "Rococo" / "notes.txt").write_text("not a picture")
+    (root / "Rococo" / ".DS_Store").write_bytes(b"\0")
+    (root / ".cache").mkdir()
+    write_jpeg(root / ".cache" / "hidden.jpg")
+    write_jpeg(root / "loose.jpg")
+
+    table = load_source(DataConfig(source="imagefolder", path=str(root)), tmp_path)
+
+    df = table.images
+    assert df["image_id"].tolist() == ["Baroque/a.jpg", "Baroque/b.JPEG", "Rococo/nested/c.png"]
+    assert df["period"].tolist() == ["Baroque", "Baroque", "Rococo"]
+    assert df["artist"].isna().all() and not table.synthetic
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in df["path"])
+    reasons = {Path(s["path"]).name: s["reason"] for s in table.skipped}
+    assert set(reasons) == {"notes.txt", "loose.jpg"}
+    assert "not an image file" in reasons["notes.txt"] and "class folder" in reasons["loose.jpg"]
+    assert {s["stage"] for s in table.skipped} == {"source"}
+
+
+def test_manifest_relative_paths_missing_period_and_unknown_label(tmp_path: Path) -> None:
+    folder = tmp_path / "collection"
+    write_jpeg(folder / "img" / "one.jpg")
+    write_jpeg(folder / "img" / "two.jpg", seed=1)
+    absolute = write_jpeg(tmp_path / "elsewhere" / "three.jpg", seed=2)
+    write_jpeg(folder / "img" / "four.jpg", seed=3)
+    manifest = folder / "manifest.csv"
+    manifest.write_text(
+        "path,period,artist,title,date\n"
+        'img/one.jpg,Baroque,"REMBRANDT, van Rijn",Night Watch,1642\n'
+        "img/two.jpg,,Someone,Untitled,\n"
+        f"{absolute},Rococo,,,\n"
+        "img/four.jpg,Cubism,Picasso,,1910\n"
+    )
+    cfg = DataConfig(source="manifest", path=str(manifest), period_order=["Baroque", "Rococo"])
+
+    table = load_source(cfg, tmp_path)
+
+    df = table.images.set_index("image_id")
+    assert list(df.index) == ["img/one.jpg", str(absolute)]
+    assert df.loc["img/one.jpg", "path"] == str(folder / "img" / "one.jpg")
+    assert df.loc["img/one.jpg", "artist"] == "REMBRANDT, van Rijn"
+    assert df.loc["img/one.jpg", "date"] == "1642"
+    assert df.loc[str(absolute), "artist"] is None
+    skipped = {s["row"]: s["reason"] for s in table.skipped}
+    assert skipped[3] == "missing period (empty 'period' cell)"
+    assert skipped[5] == "unknown period 'Cubism' (known: Baroque, Rococo)"
+
+
+def test_manifest_missing_columns_is_one_error_naming_them(tmp_path: Path) -> None:
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("file,label\na.jpg,Baroque\n")
+    with pytest.raises(ConfigError) as err:
+        load_source(DataConfig(source="manifest", path=str(manifest)), tmp_path)
+    message = str(err.value)
+    assert "labels.csv" in message and "path, period" in message
+
+
+def test_missing_data_path_raises(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_source(DataConfig(source="imagefolder", path=str(tmp_path / "nowhere")), tmp_path)
+
+
+ART_COLUMNS = ["ID", "artist", "title", "picture data", "file info", "jpg url"]
+
+
+def write_historic_art(root: Path, works: list[tuple[str, str, str]]) -> None:
+    """artwork_dataset.csv in the real column format, plus a small JPEG per work."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "artwork_dataset.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(ART_COLUMNS)
+        for i, (artist, folder, data) in enumerate(works):
+            url = f"https://www.wga.hu/art/{folder}/work{i}.jpg"
+            writer.writerow([i, artist, f"work {i}", data, "1700*1211, true color, 252 kb", url])
+            write_jpeg(root / "artwork" / f"{i}.jpg", seed=i)
+
+
+@pytest.fixture
+def historic_env(shared_datasets: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PAINTINGS_SHARED", str(shared_datasets))
+    return shared_datasets
+
+
+def test_historic_art_joins_artists_without_duplicating_works(tmp_path: Path, historic_env: Path) -> None:
+    works = [
+        ("AACHEN, Hans von", "a/aachen", "1574-88, oil on canvas, 68 x 95 cm, fogg art museum"),
+        ("STEVENS, Alfred", "s/steven_b", "1867, oil on canvas"),  # the painter of the two
+        ("STEVENS, Alfred", "s/steven_a", "1860, bronze"),  # the sculptor: dropped
+        ("ZUCCHI, Francesco", "z/zucchi/francesc", "c. 1590, oil on panel"),  # the painter
+        ("ZUCCHI, Francesco", "z/zucchi1/francesc", "1750, etching"),  # graphic artist: dropped
+        ("BRUEGEL, Pieter the Elder", "b/bruegel/pieter_e/1", "1563, oil on oak panel"),  # nested folder
+        ("ABADIE, Paul", "a/abadie", "1875, architecture"),  # architect: dropped
+        ("NOBODY, Invented", "n/nobody", "-, oil"),  # not in info_dataset.csv: skipped
+    ]
+    root = tmp_path / "historic"
+    write_historic_art(root, works)  # no info_dataset.csv here: the shared one is used
+
+    table = load_source(DataConfig(source="historic_art", path=str(root)), tmp_path)
+
+    df = table.images.set_index("image_id")
+    assert sorted(df.index) == ["0", "1", "3", "5"]
+    assert df.index.is_unique
+    assert df["period"].to_dict() == {"0": "Mannerism", "1": "Realism", "3": "Mannerism", "5": "Northern Renaissance"}
+    assert df.loc["0", "artist"] == "AACHEN, Hans von" and df.loc["0", "date"] == "1574-88"
+    assert df.loc["3", "date"] == "c. 1590" and df.loc["0", "title"] == "work 0"
+    assert df.loc["5", "path"] == str(root / "artwork" / "5.jpg")
+    info = pd.read_csv(historic_env / "historic-art-metadata" / "info_dataset.csv")
+    painters = set(info.loc[info["school"] == "painter", "artist"])
+    assert set(df["artist"]) <= painters
+    assert len(table.skipped) == 1
+    assert table.skipped[0]["row"] == 9 and "NOBODY, Invented" in table.skipped[0]["reason"]
+
+
+def test_historic_art_twelve_artists_subset(tmp_path: Path, historic_env: Path) -> None:
+    twelve = pd.read_csv(historic_env / "historic-art-metadata" / "twelve_artists.csv")
+    works = []
+    for artist, url in zip(twelve["artist"], twelve["url"], strict=True):
+        folder = url.split("/html/")[1].rsplit("/index.html")[0]
+        works += [(artist, folder, "1500, oil"), (artist, folder, "1501, oil")]
+    works += [("AACHEN, Hans von", "a/aachen", "1580, oil"), ("AAGAARD, Carl Frederik", "a/aagaard", "1870, oil")]
+    root = tmp_path / "historic"
+    write_historic_art(root, works)
+
+    subset = load_source(DataConfig(source="historic_art", path=str(root), subset="twelve_artists"), tmp_path).images
+    everyone = load_source(DataConfig(source="historic_art", path=str(root)), tmp_path).images
+
+    assert sorted(subset["artist"].unique()) == sorted(twelve["artist"])
+    assert subset["period"].nunique() == 6 and len(subset) == 24
+    assert len(everyone) == 26 and everyone["artist"].nunique() == 14
+
+
+def test_historic_art_missing_columns(tmp_path: Path, historic_env: Path) -> None:
+    (tmp_path / "artwork_dataset.csv").write_text("ID,title\n0,venus\n")
+    with pytest.raises(ConfigError, match="artist, jpg url"):
+        load_source(DataConfig(source="historic_art", path=str(tmp_path)), tmp_path)
+
+
+def test_parse_date() -> None:
+    assert parse_date("1574-88, oil on canvas, 68 x 95 cm") == "1574-88"
+    assert parse_date("c. 1500, tempera on wood") == "c. 1500"
+    assert parse_date("-, oil on canvas") is None
+    assert parse_date("oil on canvas, 1500") is None
+
+
+def test_demo_is_deterministic_with_five_periods_of_three_artists(tmp_path: Path) -> None:
+    first = demo.generate_demo(tmp_path / "one")
+    second = demo.generate_demo(tmp_path / "two")
+    files = sorted(p.relative_to(first.parent) for p in first.parent.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second.parent) for p in second.parent.rglob("*") if p.is_file())
+    assert all((first.parent / f).read_bytes() == (second.parent / f).read_bytes() for f in files)
+
+    stamp = first.stat().st_mtime_ns
+    demo.generate_demo(tmp_path / "one")  # already there: not regenerated
+    assert first.stat().st_mtime_ns == stamp
+
+    table = load_source(DataConfig(source="demo"), tmp_path)
+    df = table.images
+    assert table.synthetic
+    assert sorted(df["period"].unique()) == sorted(demo.PERIODS)
+    assert df.groupby("period")["artist"].nunique().tolist() == [3] * 5
+    assert len(df) == 5 * 3 * demo.IMAGES_PER_ARTIST + 2  # plus the two deliberately bad files
+    sizes = {Image.open(p).size for p in df["path"][:50] if "bad" not in p}
+    assert len(sizes) > 10 and any(w != h for w, h in sizes)
+    assert period_order(set(df["period"])) == demo.PERIODS
+
+
+def test_period_order_uses_a_known_chronology() -> None:
+    assert period_order({"Rococo", "Medieval", "Baroque"}) == ["Medieval", "Baroque", "Rococo"]
+    assert period_order(set(WIKIART_STYLES)) == WIKIART_STYLES
+    assert period_order(set(HISTORIC_ART_PERIODS)) == HISTORIC_ART_PERIODS
+    assert period_order({"b", "a"}) == ["a", "b"]
+    assert period_order({"x", "y"}, ["y", "x", "z"]) == ["y", "x"]
