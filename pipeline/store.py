@@ -120,7 +120,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | pd.Data
 def float_lists(matrix: np.ndarray) -> pa.Array:
     """A (n, d) float matrix as an Arrow list column (one list per row) without Python loops."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+    n, d = matrix.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), pa.array(matrix.ravel()))
 
 
 # ---------------------------------------------------------------- datasets

@@ -7,7 +7,9 @@ approximation, and one backbone pass instead of one per epoch.
 
 from __future__ import annotations
 
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +27,10 @@ from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import apply_strategy, unfreeze_all
 from pipeline.models.lightning import IGNORE, ClassifierModule
+
+# Frozen blocks are kept in eval mode on purpose (BatchNorm statistics stay frozen too).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 @dataclass
@@ -150,8 +156,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             transform=transform, from_features=from_features, channels_last=device.type == "cuda",
         )
         if run.lr_finder and i == 0:
-            lr = module.lr = find_lr(make_trainer(run, device, from_features, stage.epochs, [], False), module, loaders,
-                                     notes)
+            lr = module.lr = find_lr(run, device, from_features, module, loaders, notes)
         recorder = EpochRecorder(stage.name, offset=len(history))
         best.offset = len(history)
         callbacks = [EarlyStopping("val_acc", mode="max", patience=run.patience), best, recorder]
@@ -170,9 +175,11 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
 
 
 def make_trainer(
-    run: RunConfig, device: torch.device, from_features: bool, epochs: int, callbacks: list, progress: bool
+    run: RunConfig, device: torch.device, from_features: bool, epochs: int, callbacks: list, progress: bool,
+    root_dir: str | None = None,
 ) -> pl.Trainer:
     return pl.Trainer(
+        default_root_dir=root_dir,
         max_epochs=epochs,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=run.devices if device.type == "cuda" else 1,
@@ -187,14 +194,20 @@ def make_trainer(
     )
 
 
-def find_lr(trainer: pl.Trainer, module: ClassifierModule, loaders: list, notes: list[str]) -> float:
+def find_lr(
+    run: RunConfig, device: torch.device, from_features: bool, module: ClassifierModule, loaders: list,
+    notes: list[str],
+) -> float:
     """Lightning's LR range test; keeps the configured LR when it finds no suggestion."""
     from pytorch_lightning.tuner import Tuner
 
-    finder = Tuner(trainer).lr_find(
-        module, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
-        min_lr=1e-6, max_lr=1.0, num_training=min(100, max(10, len(loaders[0]) * 2)), update_attr=False,
-    )
+    steps = max(40, min(100, len(loaders[0]) * 2))
+    with tempfile.TemporaryDirectory() as scratch:  # lr_find checkpoints the model to restore it afterwards
+        trainer = make_trainer(run, device, from_features, steps // max(1, len(loaders[0])) + 1, [], False, scratch)
+        finder = Tuner(trainer).lr_find(
+            module, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
+            min_lr=1e-6, max_lr=1.0, num_training=steps, early_stop_threshold=None, update_attr=False,
+        )
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion:
         notes.append(f"LR finder suggested {suggestion:.2e}")
