@@ -23,8 +23,10 @@ from pipeline.evaluate import evaluate, forward_pass, heads_pass
 from pipeline.train import train
 
 
-def config_hash(exp: Experiment, run: RunConfig, dataset_id: str) -> str:
-    spec = {"run": dataclasses.asdict(run), "dataset": dataset_id}
+def config_hash(run: RunConfig, data: PreparedData) -> str:
+    """Identity of a run's result: its settings and the exact images and splits it saw."""
+    content = "\n".join(data.images["image_id"] + " " + data.images["content_hash"] + " " + data.images["split"]).encode()
+    spec = {"run": dataclasses.asdict(run), "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -48,7 +50,7 @@ def run_experiment(
     summaries = []
     for run in runs:
         run_id = exp.run_id(run)
-        if not force and done.get(run_id) == config_hash(exp, run, data.dataset_id):
+        if not force and done.get(run_id) == config_hash(run, data):
             print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
             continue
         summaries.append(run_one(exp, run, data, progress))
@@ -88,7 +90,7 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     summary = {
         "run_id": run_id, "experiment": exp.name, "name": run.name, "dataset_id": data.dataset_id,
         "backbone": run.backbone, "strategy": run.strategy, "freeze_until": run.freeze_until, "tasks": run.tasks,
-        "pretrained": run.pretrained, "config": resolved, "config_hash": config_hash(exp, run, data.dataset_id),
+        "pretrained": run.pretrained, "config": resolved, "config_hash": config_hash(run, data),
         "device": result.device, "status": "complete", "started_at": started_at, "finished_at": datetime.now(),
         "train_seconds": result.seconds, "eval_seconds": eval_seconds, "epochs": len(result.epochs),
         "best_epoch": result.best_epoch, "lr": result.lr,

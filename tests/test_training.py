@@ -32,6 +32,13 @@ def test_feature_cache_trains_the_same_head_as_the_image_path(tiny_data):
     np.testing.assert_allclose(cached.epochs["train_loss"], direct.epochs["train_loss"], rtol=1e-3)
 
 
+def test_head_dropout_is_active_while_training_on_cached_features(tiny_data):
+    run = RunConfig(name="d", strategy="head", epochs=1, lr=0.01, batch_size=64, dropout=0.0)
+    plain = train(run, tiny_data, progress=False)
+    dropped = train(dataclasses.replace(run, dropout=0.5), tiny_data, progress=False)
+    assert not torch.allclose(plain.model.heads["period"][1].weight, dropped.model.heads["period"][1].weight)
+
+
 def test_two_stage_unfreezes_and_lowers_the_lr(tiny_data):
     run = RunConfig(name="ts", strategy="two_stage", epochs=1, stage2_epochs=1, lr=0.01, stage2_lr_factor=0.1,
                     batch_size=64)

@@ -3,7 +3,8 @@
 Five invented periods, each a palette plus a texture family (vertical stripes, grids,
 chiaroscuro blobs, dabs, hard-edged diagonals); three invented artists per period, each a
 variation of stroke scale and an accent colour; noise and jitter on top so it is learnable
-but not trivial. Sizes and aspect ratios vary so square padding matters. Two deliberately
+but not trivial. A quarter of the works are "transitional": blended with a neighbouring
+period's style, so a model makes real, mostly chronologically adjacent, mistakes to inspect. Sizes and aspect ratios vary so square padding matters. Two deliberately
 bad files (empty, truncated) are listed in the manifest so every demo run shows the skip path.
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VERSION = "1"
+VERSION = "2"
+TRANSITIONAL_SHARE = 0.25
 PERIODS = ["Synthetic Gothic", "Synthetic Renaissance", "Synthetic Baroque", "Synthetic Impressionism",
            "Synthetic Modern"]
 ARTISTS_PER_PERIOD = 3
@@ -54,7 +56,7 @@ def generate_demo(out_dir: Path, seed: int = 0) -> Path:
                 number += 1
                 w, h = (int(v) for v in rng.integers(80, 141, size=2))
                 rel = f"{short.lower()}/{'abc'[a]}{k:02d}.jpg"
-                Image.fromarray(_paint(p, a, w, h, rng)).save(out_dir / rel, "JPEG", quality=90)
+                Image.fromarray(_work(p, a, w, h, rng)).save(out_dir / rel, "JPEG", quality=90)
                 rows.append([rel, period, artist, f"Synthetic study #{number}", str(int(rng.integers(*YEARS[p])))])
     rows += _bad_files(out_dir)
     tmp = manifest.with_suffix(".csv.tmp")
@@ -65,6 +67,19 @@ def generate_demo(out_dir: Path, seed: int = 0) -> Path:
     os.replace(tmp, manifest)
     stamp.write_text(tag)
     return manifest
+
+
+def _work(period: int, artist: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+    """A work of `period`, or a transitional one blending in a neighbouring period's style."""
+    own = _paint(period, artist, w, h, rng)
+    if rng.random() >= TRANSITIONAL_SHARE:
+        return own
+    neighbour = int(np.clip(period + rng.choice([-1, 1]), 0, len(PERIODS) - 1))
+    if neighbour == period:
+        neighbour = period + 1 if period == 0 else period - 1
+    mix = rng.uniform(0.3, 0.75)
+    other = _paint(neighbour, artist, w, h, rng)
+    return ((1 - mix) * own + mix * other).astype(np.uint8)
 
 
 def _paint(period: int, artist: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray:

@@ -53,6 +53,9 @@ class ClassifierModule(pl.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
+        # Lightning keeps whatever mode modules were left in (a feature pass leaves eval):
+        # train everything trainable, keep frozen blocks (BatchNorm statistics included) in eval.
+        self.model.train()
         keep_frozen_in_eval(self.model)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
