@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     experiment_args(p, str(DEFAULT_EXPERIMENT))
     p = sub.add_parser("list", help="list the runs in the store")
     p.add_argument("--store", help="DuckDB store")
+    p = sub.add_parser("explain", help="probabilities and saliency overlays for one new image with a stored run")
+    p.add_argument("image", help="an image file")
+    p.add_argument("--run", required=True, help="run id, e.g. demo/lite0-head (see `list`)")
+    p.add_argument("--target", help="explain this period instead of the predicted one")
+    p.add_argument("--out", help="overlay PNG to write (default: <image>.explained.png)")
+    p.add_argument("--store", help="DuckDB store")
 
     args = parser.parse_args(argv)
     try:
@@ -63,9 +69,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pipeline import store
-    from pipeline.config import DEFAULT_STORE
 
-    runs = store.list_runs(args.store or DEFAULT_STORE)
+    runs = store.list_runs(store_path(args))
     if runs.empty:
         print("no runs stored yet: run `make artifacts`")
     else:
@@ -74,7 +79,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list}
+def cmd_explain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.data.images import BadImage
+    from pipeline.explain import explain_to_file
+
+    out = args.out or str(Path(args.image).with_suffix(".explained.png"))
+    try:
+        explain_to_file(store_path(args), args.run, args.image, out, target=args.target)
+    except BadImage as exc:
+        print(f"error: cannot read {args.image}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def store_path(args: argparse.Namespace) -> str:
+    import os
+
+    from pipeline.config import DEFAULT_STORE
+
+    return args.store or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE)
+
+
+COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain}
 
 if __name__ == "__main__":
     sys.exit(main())

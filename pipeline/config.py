@@ -103,11 +103,33 @@ class RunConfig:
         return 0.5 if len(self.tasks) > 1 else 0.0
 
 
+ATTRIBUTION_METHODS = ("guided_backprop", "integrated_gradients", "grad_cam")
+
+
+@dataclass
+class AttributionConfig:
+    """Which saliency maps `make artifacts` stores for each run (see pipeline/attribute.py)."""
+
+    enabled: bool = True
+    methods: list[str] = field(default_factory=lambda: list(ATTRIBUTION_METHODS))
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    errors_only: bool = False
+    true_class_for_errors: bool = True  # also explain the true class where the prediction is wrong
+    max_images: int | None = None  # errors first, then correct ones, up to this many per run
+    ig_steps: int = 32
+    ig_baseline: str = "black"  # "black" or "blur"
+    internal_batch_size: int = 64
+    batch_size: int = 16
+    heatmap_size: int = 64  # stored maps are heatmap_size² 8-bit PNGs
+    sanity_images: int = 8  # model-randomisation check (Adebayo et al. 2018) on this many images
+
+
 @dataclass
 class Experiment:
     name: str
     data: DataConfig
     runs: list[RunConfig]
+    attributions: AttributionConfig = field(default_factory=AttributionConfig)
     store: str = str(DEFAULT_STORE)
     artifacts_dir: str = str(REPO_ROOT / "artifacts")
     source_file: str | None = None
@@ -158,7 +180,7 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     if not path.exists():
         raise ConfigError(f"experiment file {path} not found; see configs/ for examples")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - {"name", "data", "defaults", "runs", "store"})
+    unknown = sorted(set(raw) - {"name", "data", "defaults", "runs", "store", "attributions"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}")
     data_raw = dict(raw.get("data") or {})
@@ -195,10 +217,18 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: run names must be unique, got {names}")
+    attributions = _build(AttributionConfig, dict(raw.get("attributions") or {}), f"{path}: attributions")
+    bad = [m for m in attributions.methods if m not in ATTRIBUTION_METHODS]
+    if bad or attributions.ig_baseline not in ("black", "blur"):
+        raise ConfigError(
+            f"{path}: attributions: methods must be among {ATTRIBUTION_METHODS} (got {bad}) and ig_baseline "
+            f"'black' or 'blur' (got {attributions.ig_baseline!r})"
+        )
     return Experiment(
         name=raw.get("name") or path.stem,
         data=data,
         runs=runs,
+        attributions=attributions,
         store=store or _expand(raw.get("store")) or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE),
         source_file=str(path),
     )

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from pipeline import store
+from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.evaluate import evaluate, forward_pass, heads_pass
@@ -25,7 +26,8 @@ from pipeline.train import train
 
 def config_hash(run: RunConfig, data: PreparedData) -> str:
     """Identity of a run's result: its settings and the exact images and splits it saw."""
-    content = "\n".join(data.images["image_id"] + " " + data.images["content_hash"] + " " + data.images["split"]).encode()
+    images = data.images
+    content = "\n".join(images["image_id"] + " " + images["content_hash"] + " " + images["split"]).encode()
     spec = {"run": dataclasses.asdict(run), "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -74,6 +76,13 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         )
     ev = evaluate(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
     eval_seconds = time.perf_counter() - t0
+    attributions = None
+    if exp.attributions.enabled:
+        attributions = attribute_run(
+            run_id, result.model, result.transform, data.pixels, data.images, logits["period"].argmax(1),
+            result.targets[:, 0], result.labels["period"], exp.attributions, torch.device(result.device),
+            run.backbone, progress,
+        )
 
     out_dir = Path(exp.artifacts_dir) / "runs" / run_id.replace("/", "__")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,13 +106,20 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         "test_accuracy": h.get("accuracy"), "test_balanced_accuracy": h.get("balanced_accuracy"),
         "test_macro_f1": h.get("macro_f1"), "test_top2_accuracy": h.get("top2_accuracy"),
         "test_adjacent_error_share": h.get("adjacent_error_share"), "checkpoint": str(checkpoint),
-        "summary": {"notes": result.notes, "n_images": len(data.images), "n_skipped": len(data.skipped)},
+        "summary": {
+            "notes": result.notes, "n_images": len(data.images), "n_skipped": len(data.skipped),
+            "attribution_seconds": attributions.seconds if attributions else {},
+            "attribution_maps": attributions.n_maps if attributions else 0,
+        },
     }
     epochs = result.epochs.assign(run_id=run_id)
     store.write_run(
         exp.store,
         store.RunRecord(run=summary, labels=result.labels, epochs=epochs, predictions=ev.predictions,
-                        metrics=ev.metrics, confusion=ev.confusion, embeddings=ev.embeddings),
+                        metrics=ev.metrics, confusion=ev.confusion, embeddings=ev.embeddings,
+                        attributions=attributions and attributions.maps,
+                        attribution_agreement=attributions and attributions.agreement,
+                        attribution_sanity=attributions and attributions.sanity),
     )
     print(one_line(summary, len(data.skipped)))
     return summary

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
-RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions")
+RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
+              "attribution_agreement", "attribution_sanity")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -54,7 +55,13 @@ CREATE TABLE IF NOT EXISTS confusion (
     run_id TEXT, split TEXT, task TEXT, true_label TEXT, pred_label TEXT, count INTEGER);
 CREATE TABLE IF NOT EXISTS embeddings (run_id TEXT, image_id TEXT, vector FLOAT[], x REAL, y REAL);
 CREATE TABLE IF NOT EXISTS attributions (
-    run_id TEXT, image_id TEXT, method TEXT, target_label TEXT, heatmap BLOB);
+    run_id TEXT, image_id TEXT, method TEXT, target_label TEXT, target_kind TEXT, heatmap BLOB, scale REAL,
+    size INTEGER);
+CREATE TABLE IF NOT EXISTS attribution_agreement (
+    run_id TEXT, image_id TEXT, target_label TEXT, target_kind TEXT, method_a TEXT, method_b TEXT,
+    spearman REAL, top_overlap REAL);
+CREATE TABLE IF NOT EXISTS attribution_sanity (
+    run_id TEXT, method TEXT, n_images INTEGER, spearman_mean DOUBLE, spearman_std DOUBLE, top_overlap_mean DOUBLE);
 CREATE TABLE IF NOT EXISTS annotations (
     annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
     verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP);
@@ -100,7 +107,22 @@ def connect(
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables, and add columns a newer schema introduced to an older store."""
+    version = None
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if version and version[0] == SCHEMA_VERSION:
+        return
     con.execute(SCHEMA)
+    with duckdb.connect() as reference:
+        reference.execute(SCHEMA)
+        wanted = reference.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        ).fetchall()
+    have = set(con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall())
+    for table, column, dtype in wanted:
+        if (table, column) not in have:
+            con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {dtype}')
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
 
@@ -179,7 +201,8 @@ class RunRecord:
     confusion: pd.DataFrame
     embeddings: pa.Table
     attributions: pa.Table | None = None
-    extra: dict = field(default_factory=dict)
+    attribution_agreement: pd.DataFrame | None = None
+    attribution_sanity: pd.DataFrame | None = None
 
 
 def write_run(path: str | Path, record: RunRecord) -> None:
@@ -202,8 +225,9 @@ def write_run(path: str | Path, record: RunRecord) -> None:
             _insert(con, "metrics", record.metrics)
             _insert(con, "confusion", record.confusion)
             _insert(con, "embeddings", record.embeddings)
-            if record.attributions is not None:
-                _insert(con, "attributions", record.attributions)
+            for table in ("attributions", "attribution_agreement", "attribution_sanity"):
+                if getattr(record, table) is not None:
+                    _insert(con, table, getattr(record, table))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -4,8 +4,9 @@ Five invented periods, each a palette plus a texture family (vertical stripes, g
 chiaroscuro blobs, dabs, hard-edged diagonals); three invented artists per period, each a
 variation of stroke scale and an accent colour; noise and jitter on top so it is learnable
 but not trivial. A quarter of the works are "transitional": blended with a neighbouring
-period's style, so a model makes real, mostly chronologically adjacent, mistakes to inspect. Sizes and aspect ratios vary so square padding matters. Two deliberately
-bad files (empty, truncated) are listed in the manifest so every demo run shows the skip path.
+period's style, so a model makes real, mostly chronologically adjacent, mistakes to inspect.
+Sizes and aspect ratios vary so square padding matters. Two deliberately bad files (empty,
+truncated) are listed in the manifest so every demo run shows the skip path.
 """
 
 from __future__ import annotations
