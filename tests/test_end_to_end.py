@@ -17,6 +17,7 @@ TINY = {
              "split": {"mode": "fractions", "val": 0.2, "test": 0.2, "seed": 0}},
     "defaults": {"backbone": "efficientnet_lite0", "epochs": 2, "stage2_epochs": 1, "lr": 0.01, "batch_size": 64,
                  "projection": "pca"},
+    "attributions": {"ig_steps": 4, "max_images": 12, "sanity_images": 3, "heatmap_size": 32},
     "runs": [
         {"name": "head", "strategy": "head"},
         {"name": "finetune", "strategy": "finetune", "epochs": 1},
@@ -54,7 +55,8 @@ def test_every_run_is_stored_with_its_schema(done):
     assert [s["name"] for s in summaries] == [r["name"] for r in TINY["runs"]]
     tables = {r[0] for r in q(exp, "SELECT table_name FROM information_schema.tables")}
     assert {"datasets", "images", "skipped_images", "runs", "epochs", "predictions", "metrics", "confusion",
-            "embeddings", "attributions", "annotations", "run_labels"} <= tables
+            "embeddings", "attributions", "attribution_agreement", "attribution_sanity", "annotations",
+            "run_labels"} <= tables
     assert q(exp, "SELECT count(*) FROM runs WHERE status = 'complete'")[0][0] == 5
     n_images, synthetic = q(exp, "SELECT n_images, synthetic FROM datasets")[0]
     assert synthetic is True
@@ -136,3 +138,42 @@ def test_resolved_config_is_complete(done):
     run_dir = Path(exp.artifacts_dir) / "runs" / "tiny__freeze3"
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["run"]["freeze_until"] == 3 and resolved["data"]["crop"] == 32
+
+
+def test_attributions_are_stored_for_every_run(done):
+    from pipeline.heatmaps import decode_map
+
+    exp, _ = done
+    for (run_id,) in q(exp, "SELECT run_id FROM runs"):
+        # 12 test images explained for the predicted class, plus the true class of the wrong ones
+        wrong = q(exp, """SELECT count(*) FROM (SELECT DISTINCT image_id FROM attributions
+                          WHERE run_id = ? AND target_kind = 'true')""", [run_id])[0][0]
+        per_method = q(exp, "SELECT method, count(*) FROM attributions WHERE run_id = ? GROUP BY ALL ORDER BY 1",
+                       [run_id])
+        assert per_method == [(m, 12 + wrong) for m in ("grad_cam", "guided_backprop", "integrated_gradients")]
+        # the 'true' targets are exactly the wrong predictions among the explained images
+        mismatched = q(exp, """SELECT count(*) FROM attributions a JOIN predictions p USING (run_id, image_id)
+                               WHERE a.run_id = ? AND p.task = 'period' AND a.target_kind = 'true'
+                               AND (p.correct OR a.target_label <> p.true_label)""", [run_id])[0][0]
+        assert mismatched == 0
+        assert q(exp, "SELECT count(*) FROM attribution_agreement WHERE run_id = ?", [run_id])[0][0] == 3 * (
+            12 + wrong)
+        sanity = q(exp, "SELECT method, n_images, spearman_mean FROM attribution_sanity WHERE run_id = ?", [run_id])
+        assert len(sanity) == 3 and all(n == 3 and -1 <= rho <= 1 for _, n, rho in sanity)
+    png = q(exp, "SELECT heatmap FROM attributions LIMIT 1")[0][0]
+    heat = decode_map(png)
+    assert heat.shape == (32, 32) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_explain_writes_an_overlay(done, tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.__main__ import main
+
+    exp, _ = done
+    (path,) = q(exp, "SELECT path FROM images WHERE split = 'test' LIMIT 1")[0]
+    out = tmp_path / "overlay.png"
+    assert main(["explain", path, "--run", "tiny/head", "--store", exp.store, "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > Image.open(path).size[0]  # image + one panel per method
+    assert '"probabilities"' in capsys.readouterr().out
+    assert main(["explain", path, "--run", "tiny/nope", "--store", exp.store]) == 2
