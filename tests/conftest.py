@@ -24,3 +24,56 @@ def shared_datasets() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+TINY_EXPERIMENT = {
+    "name": "tiny",
+    "data": {"source": "demo", "resize": 40, "crop": 32, "thumbnail_size": 48,
+             "split": {"mode": "fractions", "val": 0.2, "test": 0.2, "seed": 0}},
+    "defaults": {"backbone": "efficientnet_lite0", "epochs": 2, "stage2_epochs": 1, "lr": 0.01, "batch_size": 64,
+                 "projection": "pca"},
+    "attributions": {"ig_steps": 4, "max_images": 12, "sanity_images": 3, "heatmap_size": 32},
+    "runs": [
+        {"name": "head", "strategy": "head"},
+        {"name": "finetune", "strategy": "finetune", "epochs": 1},
+        {"name": "two-stage", "strategy": "two_stage", "epochs": 1},
+        {"name": "freeze3", "strategy": "partial", "freeze_until": 3, "epochs": 1},
+        {"name": "period-artist", "strategy": "head", "tasks": ["period", "artist"]},
+    ],
+}
+
+
+def make_experiment(tmp: Path, spec: dict | None = None):
+    """A real experiment file in `tmp` with its own store and artifacts folder."""
+    import yaml
+
+    from pipeline.config import load_experiment
+
+    path = tmp / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec or TINY_EXPERIMENT))
+    exp = load_experiment(path, store=str(tmp / "store.duckdb"))
+    exp.artifacts_dir = str(tmp / "artifacts")
+    return exp
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """A real store: the tiny demo experiment (5 runs, attributions for 12 test images each).
+
+    Shared by the dashboard tests, which only read it; tests that write get their own copy."""
+    from pipeline.experiment import run_experiment
+
+    exp = make_experiment(tmp_path_factory.mktemp("demo-store"))
+    run_experiment(exp, progress=False)
+    return Path(exp.store)
+
+
+@pytest.fixture(scope="session")
+def store_without_attributions(tmp_path_factory) -> Path:
+    """A real store whose one run has no saliency maps (attributions disabled)."""
+    from pipeline.experiment import run_experiment
+
+    spec = {**TINY_EXPERIMENT, "attributions": {"enabled": False}, "runs": [{"name": "head", "strategy": "head"}]}
+    exp = make_experiment(tmp_path_factory.mktemp("plain-store"), spec)
+    run_experiment(exp, progress=False)
+    return Path(exp.store)

@@ -19,7 +19,8 @@ FAMILIES = ["resnet18", "efficientnet_lite0"]
 
 def model_for(name: str, classes: int = 5) -> PeriodClassifier:
     torch.manual_seed(0)
-    return PeriodClassifier(build_backbone(name, pretrained=name.startswith("efficientnet")), {"period": classes}).eval()
+    backbone = build_backbone(name, pretrained=name.startswith("efficientnet"))
+    return PeriodClassifier(backbone, {"period": classes}).eval()
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -1,0 +1,37 @@
+"""Period Eye dashboard: `streamlit run dashboard/Home.py [-- --store PATH]`.
+
+The entry point and router. Every page reads the DuckDB store that `make artifacts` wrote;
+nothing here trains or loads a model (the Upload page aside).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/Home.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+HERE = Path(__file__).resolve().parent / "pages"
+PAGES = [
+    ("overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("errors.py", "Errors", ":material/photo_library:", "errors"),
+    ("compare.py", "Compare runs", ":material/compare:", "compare"),
+    ("inspector.py", "Inspector", ":material/zoom_in:", "inspector"),
+    ("embedding.py", "Embedding map", ":material/scatter_plot:", "embedding"),
+    ("curves.py", "Training curves", ":material/show_chart:", "curves"),
+    ("sql.py", "SQL", ":material/terminal:", "sql"),
+    ("annotations.py", "Annotations", ":material/rate_review:", "annotations"),
+    ("upload.py", "Upload", ":material/upload:", "upload"),
+]
+
+st.set_page_config(page_title="Period Eye", page_icon=":material/palette:", layout="wide")
+pages = [
+    st.Page(HERE / file, title=title, icon=icon, url_path=url, default=i == 0)
+    for i, (file, title, icon, url) in enumerate(PAGES)
+    if (HERE / file).exists()
+]
+st.navigation(pages).run()

@@ -1,0 +1,63 @@
+"""Overview: every run's headline metrics, the data behind them, the store itself."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.queries import store_exists, store_path
+from dashboard.queries.runs import datasets, runs, skipped_summary
+
+st.title("Period Eye")
+
+if not store_exists() or runs().empty:
+    st.info(
+        f"No runs in the store yet ({store_path()}).\n\n"
+        "Make some with `make artifacts` (a synthetic demo, a few minutes on a laptop CPU), or "
+        "`make artifacts EXPERIMENT=configs/wikiart-styles.yaml` for real paintings, then refresh this page."
+    )
+    st.stop()
+
+table = runs()
+data = datasets()
+if data["synthetic"].any():
+    st.warning("Some runs use the **synthetic demo set**: its periods, artists and paintings are generated, not real.")
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Runs", len(table))
+c2.metric("Images", f"{int(data['n_images'].sum()):,}")
+c3.metric("Skipped images", f"{int(data['n_skipped'].sum()):,}")
+c4.metric("Store size", f"{store_path().stat().st_size / 2**20:.1f} MB")
+
+st.subheader("Runs")
+shown = table.assign(minutes=(table["train_seconds"] / 60).round(1))[
+    ["run_id", "dataset", "backbone", "strategy", "tasks", "epochs", "minutes", "test_accuracy",
+     "test_balanced_accuracy", "test_macro_f1", "test_adjacent_error_share", "n_maps"]
+]
+st.dataframe(
+    shown,
+    hide_index=True,
+    column_config={
+        "test_accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
+        "test_balanced_accuracy": st.column_config.NumberColumn("balanced acc.", format="%.3f"),
+        "test_macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
+        "test_adjacent_error_share": st.column_config.NumberColumn(
+            "adjacent errors", format="%.2f", help="share of errors landing on a chronologically neighbouring period"),
+        "n_maps": st.column_config.NumberColumn("saliency maps"),
+        "minutes": st.column_config.NumberColumn("train min"),
+    },
+)
+long = table.melt(id_vars="run_id", value_vars=["test_accuracy", "test_balanced_accuracy", "test_macro_f1"],
+                  var_name="metric", value_name="value")
+long["metric"] = long["metric"].str.replace("test_", "").str.replace("_", " ")
+fig = px.bar(long, x="run_id", y="value", color="metric", barmode="group", range_y=[0, 1],
+             labels={"run_id": "", "value": "test split"})
+st.plotly_chart(fig, width="stretch")
+
+st.subheader("Data")
+st.dataframe(data[["name", "source", "synthetic", "n_images", "n_skipped", "n_duplicate_groups",
+                   "n_conflicting_duplicates", "path"]], hide_index=True)
+skips = skipped_summary()
+if not skips.empty:
+    st.caption("Skipped images by reason (recorded during preparation; see the SQL page for each file)")
+    st.dataframe(skips, hide_index=True)

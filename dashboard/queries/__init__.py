@@ -1,0 +1,58 @@
+"""Read-only access to the store for every page: short-lived connections, cached results.
+
+Each query opens a read-only connection, runs, and closes, so the pipeline can take the
+write lock between page views (DuckDB's lock is per process; we retry while it is held).
+Results are cached per (store file, its modification time), so a refresh after
+`make artifacts` shows new runs while repeated page views cost nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pipeline import store as pipeline_store
+
+DEFAULT_STORE = Path(__file__).resolve().parents[2] / "artifacts" / "periodeye.duckdb"
+
+
+def store_path() -> Path:
+    """`streamlit run dashboard/Home.py -- --store PATH`, else $PERIODEYE_STORE, else artifacts/."""
+    argv = sys.argv
+    if "--store" in argv[:-1]:
+        return Path(argv[argv.index("--store") + 1])
+    return Path(os.environ.get("PERIODEYE_STORE") or DEFAULT_STORE)
+
+
+def store_version() -> float:
+    """Changes whenever the pipeline commits: keys every cache below."""
+    path = store_path()
+    wal = path.with_name(path.name + ".wal")
+    stamps = [p.stat().st_mtime_ns for p in (path, wal) if p.exists()]
+    return max(stamps) if stamps else 0.0
+
+
+def store_exists() -> bool:
+    return store_path().exists()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _cached(path: str, version: float, sql: str, params: tuple) -> pd.DataFrame:
+    with pipeline_store.connect(path, read_only=True, wait_seconds=15) as con:
+        return con.execute(sql, list(params)).df()
+
+
+def query(sql: str, params: tuple | list = ()) -> pd.DataFrame:
+    """Run read-only SQL on the store (cached until the store changes)."""
+    if not store_exists():
+        return pd.DataFrame()
+    return _cached(str(store_path()), store_version(), sql, tuple(params))
+
+
+def has_table(name: str) -> bool:
+    df = query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", (name,))
+    return bool(len(df) and df["n"].iloc[0])
