@@ -18,6 +18,9 @@ artifacts: $(VENV)/.installed  ## train, evaluate and store every run of EXPERIM
 test: $(VENV)/.installed  ## the whole test suite (CPU only)
 	$(PY) -m pytest -q
 
+dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote
+	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --browser.gatherUsageStats false
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 

@@ -34,4 +34,15 @@ pages = [
     for i, (file, title, icon, url) in enumerate(PAGES)
     if (HERE / file).exists()
 ]
-st.navigation(pages).run()
+navigation = st.navigation(pages)
+
+from dashboard.queries import outdated_schema, store_path  # noqa: E402  (needs ROOT on sys.path)
+
+old = outdated_schema()
+if old:
+    st.error(
+        f"The store {store_path()} was written by an older Period Eye (schema {old}). Run `make artifacts` "
+        "once: the pipeline upgrades it in place (runs and annotations are kept)."
+    )
+    st.stop()
+navigation.run()

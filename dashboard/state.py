@@ -43,22 +43,41 @@ def put(**values: str | Sequence[str] | float | int | None) -> None:
             st.query_params[name] = str(value)
 
 
+def _seed(widget_key: str, url_value) -> None:
+    """Give a widget the URL's value when the URL changed (a shared link, a click elsewhere);
+    otherwise leave the user's last choice alone."""
+    last_key = f"_url_{widget_key}"
+    if widget_key not in st.session_state or st.session_state.get(last_key) != url_value:
+        st.session_state[widget_key] = url_value
+    st.session_state[last_key] = url_value
+
+
+def _store(key: str, widget_key: str, value) -> None:
+    put(**{key: value})
+    st.session_state[f"_url_{widget_key}"] = value
+
+
 def choose(label: str, options: Sequence[str], key: str, default: str | None = None, **kwargs) -> str | None:
     """A selectbox whose value lives in the URL under `key`."""
     options = list(options)
     if not options:
         return None
     wanted = get(key, default)
-    index = options.index(wanted) if wanted in options else 0
-    value = st.selectbox(label, options, index=index, key=f"w_{key}", **kwargs)
-    put(**{key: value})
+    widget_key = f"w_{key}"
+    _seed(widget_key, wanted if wanted in options else options[0])
+    if st.session_state[widget_key] not in options:
+        st.session_state[widget_key] = options[0]
+    value = st.selectbox(label, options, key=widget_key, **kwargs)
+    _store(key, widget_key, value)
     return value
 
 
 def choose_many(label: str, options: Sequence[str], key: str, **kwargs) -> list[str]:
     """A multiselect whose values live in the URL under `key` (repeated)."""
     options = list(options)
-    chosen = [v for v in get_list(key) if v in options]
-    value = st.multiselect(label, options, default=chosen, key=f"w_{key}", **kwargs)
-    put(**{key: value})
+    widget_key = f"w_{key}"
+    _seed(widget_key, [v for v in get_list(key) if v in options])
+    st.session_state[widget_key] = [v for v in st.session_state[widget_key] if v in options]
+    value = st.multiselect(label, options, key=widget_key, **kwargs)
+    _store(key, widget_key, value)
     return value

@@ -9,6 +9,7 @@ so the dashboard can stay open while `make artifacts` writes.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,11 +86,15 @@ def connect(
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_seconds
+    started = time.monotonic()
+    deadline = started + wait_seconds
     delay = 0.05
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only)
+            waited = time.monotonic() - started
+            if waited > 2:
+                print(f"[store] waited {waited:.1f}s for the lock on {path}", file=sys.stderr)
             break
         except duckdb.Error as exc:
             if not _is_lock_error(exc) or time.monotonic() > deadline:

@@ -53,6 +53,15 @@ def query(sql: str, params: tuple | list = ()) -> pd.DataFrame:
     return _cached(str(store_path()), store_version(), sql, tuple(params))
 
 
+def outdated_schema() -> str | None:
+    """The store's schema version when it is older than this code's (None when current or absent)."""
+    if not store_exists() or not has_table("meta"):
+        return None
+    df = query("SELECT value FROM meta WHERE key = 'schema_version'")
+    version = df["value"].iloc[0] if len(df) else "0"
+    return None if version == pipeline_store.SCHEMA_VERSION else version
+
+
 def has_table(name: str) -> bool:
     df = query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", (name,))
     return bool(len(df) and df["n"].iloc[0])

@@ -1,0 +1,239 @@
+"""Compare runs: metrics side by side, per-class F1, confusion matrices and their difference,
+the images one run gets right and the other wrong, and a McNemar test on those images.
+
+URL state: `runs` (repeated; the first is A, the second B), `split`, `task`, `norm` (row-normalised
+confusion), `page_ab` / `page_ba` (thumbnail pages).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from scipy.stats import binomtest
+
+from dashboard import state
+from dashboard.queries import compare as q
+from dashboard.queries import store_exists, store_path
+from dashboard.queries.runs import labels, runs
+
+PAGE_SIZE = 24
+GRID = 8
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro-F1",
+    "top2_accuracy": "top-2 accuracy",
+    "adjacent_error_share": "adjacent-error share",
+    "loss": "loss",
+    "n": "images",
+}
+
+
+def default_runs(table: pd.DataFrame) -> list[str]:
+    """The first two runs of the first run's dataset: a comparison that makes sense image by image."""
+    if table.empty:
+        return []
+    first = table.iloc[0]["dataset_id"]
+    return table.loc[table["dataset_id"] == first, "run_id"].head(2).tolist()
+
+
+def class_order(run_ids: list[str], task: str) -> list[str]:
+    """Classes in the first run's chronological order; any others the later runs add, after them."""
+    order: list[str] = []
+    for run_id in run_ids:
+        order += [label for label in labels(run_id, task) if label not in order]
+    return order
+
+
+def metrics_table(run_ids: list[str], split: str, task: str) -> pd.DataFrame:
+    """Rows = runs (plus B − A for the first two), columns = headline metrics."""
+    long = q.overall_metrics(run_ids, split, task)
+    if long.empty:
+        return pd.DataFrame()
+    wide = long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    wide = wide.reindex(index=run_ids, columns=[m for m in METRIC_NAMES if m in wide.columns])
+    if len(run_ids) >= 2:
+        wide.loc["B − A"] = wide.loc[run_ids[1]] - wide.loc[run_ids[0]]
+    return wide.rename(columns=METRIC_NAMES).rename_axis(index="run", columns=None)
+
+
+def confusion_matrix(cells: pd.DataFrame, run_id: str, order: list[str], normalise: bool) -> pd.DataFrame:
+    """A full square matrix (rows true, columns predicted) from the stored non-zero cells."""
+    mine = cells[cells["run_id"] == run_id]
+    matrix = mine.pivot_table(index="true_label", columns="pred_label", values="count", aggfunc="sum", fill_value=0)
+    matrix = matrix.reindex(index=order, columns=order, fill_value=0).astype(float)
+    if normalise:
+        matrix = matrix.div(matrix.sum(axis=1).replace(0, math.nan), axis=0).fillna(0.0)
+    return matrix
+
+
+def heatmap(matrix: pd.DataFrame, title: str, diverging: bool = False, normalise: bool = False) -> go.Figure:
+    """A plotly heatmap of a confusion matrix (or a difference of two, centred on zero)."""
+    fmt = ".2f" if normalise else ".0f"
+    kwargs: dict = {"color_continuous_scale": "Blues"}
+    if diverging:
+        bound = max(float(matrix.abs().max().max()), 1e-9)
+        kwargs = {"color_continuous_scale": "RdBu", "zmin": -bound, "zmax": bound}
+    fig = px.imshow(matrix, text_auto=fmt, aspect="auto", labels={"x": "predicted", "y": "true", "color": ""},
+                    title=title, **kwargs)
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=420)
+    fig.update_xaxes(side="bottom", tickangle=-30)
+    return fig
+
+
+def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
+    """The exact McNemar test (two-sided binomial on the discordant images), stated in words."""
+    n_b, n_c = counts["a_only"], counts["b_only"]
+    discordant = n_b + n_c
+    head = (f"On the **{counts['n']:,}** {split} images both runs classified, **{a}** is right where "
+            f"**{b}** is wrong on **b = {n_b:,}** images, and **{b}** is right where **{a}** is wrong on "
+            f"**c = {n_c:,}**.")
+    if discordant == 0:
+        return head + " They never disagree on correctness, so there is no evidence of any difference."
+    p = binomtest(n_b, discordant, 0.5).pvalue
+    better = a if n_b > n_c else b
+    verdict = (f"a difference this large would be unlikely if the runs were equally accurate: **{better}** is more "
+               "accurate on these images (significant at the 5% level)." if p < 0.05 else
+               "a difference this large could easily arise by chance: no significant difference at the 5% level.")
+    return (head + f" An exact McNemar test (two-sided binomial test of b out of b + c = {discordant:,} "
+            f"discordant images against a fair coin) gives **p = {p:.3g}**; {verdict}")
+
+
+def seed_from_url(widget_key: str, url_value: object) -> None:
+    """Like dashboard.state's selectbox: the URL's value wins when the URL changed (a shared link),
+    otherwise the widget keeps the user's last choice."""
+    last = f"_url_{widget_key}"
+    if widget_key not in st.session_state or st.session_state.get(last) != url_value:
+        st.session_state[widget_key] = url_value
+    st.session_state[last] = url_value
+
+
+def url_toggle(label: str, key: str, default: bool) -> bool:
+    """A toggle kept in the URL under `key` as 1/0."""
+    widget_key = f"w_{key}"
+    seed_from_url(widget_key, state.get(key, "1" if default else "0") == "1")
+    value = st.toggle(label, key=widget_key)
+    state.put(**{key: "1" if value else "0"})
+    st.session_state[f"_url_{widget_key}"] = value
+    return value
+
+
+def page_picker(label: str, key: str, total: int) -> int:
+    """A page number for a thumbnail grid, kept in the URL under `key` (absent means page 1)."""
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    current = min(max(state.get_int(key, 1), 1), pages)
+    if pages == 1:
+        state.put(**{key: None})
+        return 1
+    widget_key = f"w_{key}_{pages}"
+    seed_from_url(widget_key, current)
+    page = int(st.number_input(f"{label} (of {pages})", 1, pages, key=widget_key))
+    state.put(**{key: page if page > 1 else None})
+    st.session_state[f"_url_{widget_key}"] = page
+    return page
+
+
+def thumbnail_grid(images: pd.DataFrame) -> None:
+    """Thumbnails in rows of GRID, captioned with the truth and the wrong run's guess."""
+    for start in range(0, len(images), GRID):
+        cols = st.columns(GRID)
+        for col, row in zip(cols, images.iloc[start:start + GRID].itertuples(), strict=False):
+            caption = f"{row.image_id}\n{row.true_label} → {row.wrong_pred} ({row.wrong_confidence:.0%})"
+            col.image(bytes(row.thumbnail), caption=caption, width="stretch")
+
+
+def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, key: str) -> None:
+    """One direction of the disagreements: count, page picker, one page of thumbnails (paged in SQL)."""
+    st.caption(f"{total:,} {split} images: **{right}** right, **{wrong}** wrong "
+               f"(most confident mistakes of {wrong} first; caption: true → {wrong}'s guess)")
+    if total == 0:
+        st.write("None.")
+        return
+    page = page_picker("Page", key, total)
+    images = q.right_wrong_images(right, wrong, split, task, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+    thumbnail_grid(images)
+
+
+st.title("Compare runs")
+
+table = runs()
+if not store_exists() or table.empty:
+    st.info(f"No runs to compare yet ({store_path()}). Make some with `make artifacts`, then refresh this page.")
+    st.stop()
+
+if not state.get_list("runs"):
+    state.put(runs=default_runs(table))
+chosen = state.choose_many("Runs (the first is A, the second B)", table["run_id"].tolist(), "runs")
+if not chosen:
+    st.info("Pick one or more runs to compare.")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    split = state.choose("Split", q.splits(chosen) or ["test"], "split", default="test")
+with c2:
+    task = state.choose("Task", q.common_tasks(chosen) or ["period"], "task", default="period")
+with c3:
+    normalise = url_toggle("Row-normalised confusion", "norm", default=True)
+
+st.subheader("Metrics")
+metrics = metrics_table(chosen, split, task)
+if metrics.empty:
+    st.info(f"No {split} metrics for the {task} task in these runs.")
+    st.stop()
+formats = {c: st.column_config.NumberColumn(format="%d" if c == "images" else "%.3f") for c in metrics.columns}
+st.dataframe(metrics, column_config=formats)
+st.caption("Adjacent-error share: of the errors, the share landing on a chronologically neighbouring period. "
+           "B − A compares the first two runs chosen.")
+
+info = table.set_index("run_id").loc[chosen]
+if info["dataset_id"].nunique() > 1:
+    st.warning("These runs were trained on **different datasets** "
+               f"({', '.join(sorted(info['dataset'].astype(str).unique()))}), so they cannot be compared image by "
+               "image: only their metrics are shown. Pick runs of one dataset for the rest.")
+    st.stop()
+
+order = class_order(chosen, task)
+
+st.subheader("Per-class F1")
+f1 = q.class_metric(chosen, split, task, "f1")
+fig = px.bar(f1, x="label", y="value", color="run_id", barmode="group", range_y=[0, 1],
+             category_orders={"label": order, "run_id": chosen}, labels={"label": "", "value": "F1", "run_id": "run"})
+st.plotly_chart(fig, width="stretch")
+
+st.subheader("Confusion matrices")
+cells = q.confusion(chosen, split, task)
+matrices = {run_id: confusion_matrix(cells, run_id, order, normalise) for run_id in chosen}
+for start in range(0, len(chosen), 3):
+    cols = st.columns(3)
+    for col, run_id in zip(cols, chosen[start:start + 3], strict=False):
+        col.plotly_chart(heatmap(matrices[run_id], run_id, normalise=normalise), width="stretch")
+if len(chosen) >= 2:
+    a, b = chosen[0], chosen[1]
+    diff = matrices[b] - matrices[a]
+    st.plotly_chart(heatmap(diff, f"Difference B − A ({b} − {a})", diverging=True, normalise=normalise),
+                    width="stretch")
+    st.caption("Blue on the diagonal: B gets more of that class right; red off the diagonal: B makes fewer of "
+               "that confusion.")
+else:
+    st.info("Add a second run for the difference of confusion matrices, the McNemar test and the disagreements.")
+    st.stop()
+
+st.subheader(f"A = {a} vs B = {b}, image by image")
+counts = q.agreement(a, b, split, task)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Both right", f"{counts['both_right']:,}")
+m2.metric("A right, B wrong (b)", f"{counts['a_only']:,}")
+m3.metric("B right, A wrong (c)", f"{counts['b_only']:,}")
+m4.metric("Both wrong", f"{counts['both_wrong']:,}")
+st.markdown(mcnemar_words(a, b, counts, split))
+
+tab_ab, tab_ba = st.tabs([f"A right, B wrong ({counts['a_only']:,})", f"B right, A wrong ({counts['b_only']:,})"])
+with tab_ab:
+    disagreement_tab(a, b, split, task, counts["a_only"], "page_ab")
+with tab_ba:
+    disagreement_tab(b, a, split, task, counts["b_only"], "page_ba")

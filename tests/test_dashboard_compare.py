@@ -1,0 +1,176 @@
+"""The Compare runs page on a real store: metrics follow the chosen runs and split, the McNemar counts
+and the right/wrong thumbnails match SQL on the store, different datasets get metrics only,
+and cached queries never leak from one store to another."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from streamlit.testing.v1 import AppTest
+
+HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
+PAGE_SIZE = 24  # dashboard/pages/compare.py
+
+
+def open_page(store: Path, monkeypatch, **params) -> AppTest:
+    """Home once (switch_page needs a first run), then the compare page with `params` in the URL."""
+    monkeypatch.setenv("PERIODEYE_STORE", str(store))
+    at = AppTest.from_file(str(HOME), default_timeout=60)
+    at.run()
+    at.switch_page("pages/compare.py")
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sql(store: Path, text: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(text, params or []).fetchall()
+
+
+def headline(store: Path, run_id: str, split: str = "test", metric: str = "accuracy") -> float:
+    return sql(store, "SELECT value FROM metrics WHERE run_id = ? AND split = ? AND task = 'period' "
+                      "AND metric = ? AND label IS NULL", [run_id, split, metric])[0][0]
+
+
+def metrics_frame(at: AppTest):
+    return at.dataframe[0].value
+
+
+def discordant(store: Path, a: str, b: str, split: str = "test") -> tuple[int, int]:
+    """(b, c) of McNemar: A right & B wrong, A wrong & B right, on the images both predicted."""
+    rows = sql(store, """SELECT count(*) FILTER (WHERE pa.correct AND NOT pb.correct),
+                                count(*) FILTER (WHERE NOT pa.correct AND pb.correct)
+                         FROM predictions pa JOIN predictions pb USING (image_id, split, task)
+                         WHERE pa.run_id = ? AND pb.run_id = ? AND split = ? AND task = 'period'""", [a, b, split])
+    return rows[0]
+
+
+@pytest.fixture(scope="module")
+def altered_store(demo_store: Path, tmp_path_factory) -> Path:
+    """A copy of the demo store with 'tiny/head' moved to another dataset and one accuracy changed,
+    given the original's modification time, so only the store path tells the two apart in a cache key."""
+    copy = tmp_path_factory.mktemp("altered") / "store.duckdb"
+    shutil.copy2(demo_store, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("""INSERT INTO datasets (dataset_id, name, source, synthetic)
+                       VALUES ('other-0', 'other paintings', 'demo', true)""")
+        con.execute("UPDATE runs SET dataset_id = 'other-0' WHERE run_id = 'tiny/head'")
+        con.execute("""UPDATE metrics SET value = 0.123 WHERE run_id = 'tiny/finetune' AND split = 'test'
+                       AND task = 'period' AND metric = 'accuracy' AND label IS NULL""")
+    stamp = demo_store.stat().st_mtime_ns
+    os.utime(copy, ns=(stamp, stamp))
+    return copy
+
+
+def test_default_runs_are_the_first_two_of_one_dataset(demo_store, monkeypatch):
+    at = open_page(demo_store, monkeypatch)
+    assert at.query_params["runs"] == ["tiny/finetune", "tiny/freeze3"]
+    assert at.query_params["split"] == "test"
+    table = metrics_frame(at)
+    assert list(table.index) == ["tiny/finetune", "tiny/freeze3", "B − A"]
+    assert table.loc["tiny/freeze3", "accuracy"] == pytest.approx(headline(demo_store, "tiny/freeze3"))
+    assert len(at.get("plotly_chart")) == 4  # per-class F1, two confusion matrices, their difference
+
+
+def test_other_runs_and_split_change_the_metrics(demo_store, monkeypatch):
+    at = open_page(demo_store, monkeypatch, runs=["tiny/head", "tiny/two-stage", "tiny/period-artist"], split="val")
+    table = metrics_frame(at)
+    assert list(table.index) == ["tiny/head", "tiny/two-stage", "tiny/period-artist", "B − A"]
+    for run_id in ("tiny/head", "tiny/two-stage", "tiny/period-artist"):
+        assert table.loc[run_id, "accuracy"] == pytest.approx(headline(demo_store, run_id, "val"))
+        assert table.loc[run_id, "macro-F1"] == pytest.approx(headline(demo_store, run_id, "val", "macro_f1"))
+    n_val = sql(demo_store, "SELECT count(*) FROM images WHERE split = 'val'")[0][0]
+    assert table.loc["tiny/head", "images"] == n_val
+    assert table.loc["B − A", "accuracy"] == pytest.approx(
+        headline(demo_store, "tiny/two-stage", "val") - headline(demo_store, "tiny/head", "val"))
+    assert len(at.get("plotly_chart")) == 5  # F1 bars, three matrices, one difference
+
+
+def test_mcnemar_and_thumbnails_match_sql(demo_store, monkeypatch):
+    a, b = "tiny/head", "tiny/finetune"
+    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train")
+    n_b, n_c = discordant(demo_store, a, b, "train")
+    words = " ".join(m.value for m in at.markdown)
+    assert f"b = {n_b:,}" in words and f"c = {n_c:,}" in words
+    if n_b + n_c:
+        assert f"p = {binomtest(n_b, n_b + n_c, 0.5).pvalue:.3g}" in words
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["A right, B wrong (b)"] == f"{n_b:,}" and metrics["B right, A wrong (c)"] == f"{n_c:,}"
+    ab, ba = at.tabs
+    assert ab.label.endswith(f"({n_b:,})") and ba.label.endswith(f"({n_c:,})")
+    assert len(ab.get("image")) == min(n_b, PAGE_SIZE)
+    assert len(ba.get("image")) == min(n_c, PAGE_SIZE)
+
+
+def test_thumbnail_pages_are_paged_in_sql(demo_store, monkeypatch):
+    """The second page of the larger direction shows the rest (up to a page), none of the first page's images."""
+    a, b = "tiny/head", "tiny/finetune"
+    n_b, n_c = discordant(demo_store, a, b, "train")
+    key, total, tab = ("page_ab", n_b, 0) if n_b >= n_c else ("page_ba", n_c, 1)
+    if total <= PAGE_SIZE:
+        pytest.skip("the demo runs disagree on too few images for a second page")
+    first = open_page(demo_store, monkeypatch, runs=[a, b], split="train").tabs[tab].get("image")
+    second = open_page(demo_store, monkeypatch, runs=[a, b], split="train", **{key: "2"}).tabs[tab].get("image")
+    assert len(second) == min(PAGE_SIZE, total - PAGE_SIZE)
+    captions = lambda images: {img.proto.imgs[0].caption.split("\n")[0] for img in images}  # noqa: E731
+    assert not captions(first) & captions(second)
+
+
+def heatmap_z(at: AppTest, index: int) -> np.ndarray:
+    """The z matrix of the index-th plotly chart (plotly may send it as a base64 typed array)."""
+    z = json.loads(at.get("plotly_chart")[index].proto.spec)["data"][0]["z"]
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")]
+        return np.frombuffer(base64.b64decode(z["bdata"]), z["dtype"]).reshape(shape)
+    return np.array(z, dtype=float)
+
+
+def test_normalisation_and_page_widgets_write_the_url(demo_store, monkeypatch):
+    a, b = "tiny/head", "tiny/finetune"
+    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train")
+    assert np.allclose(heatmap_z(at, 1).sum(axis=1), 1.0)  # A's matrix, row-normalised by default
+    at.toggle[0].set_value(False).run()
+    assert at.query_params["norm"] == "0"
+    n_train = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND split = 'train' "
+                              "AND task = 'period'", [a])[0][0]
+    assert heatmap_z(at, 1).sum() == n_train
+    if at.number_input:
+        at.number_input[0].set_value(2).run()
+        assert not at.exception and at.query_params["page_ab"] == "2"
+
+
+def test_runs_on_different_datasets_show_only_metrics(altered_store, monkeypatch):
+    at = open_page(altered_store, monkeypatch, runs=["tiny/head", "tiny/finetune"])
+    assert any("different datasets" in w.value for w in at.warning)
+    assert list(metrics_frame(at).index) == ["tiny/head", "tiny/finetune", "B − A"]
+    assert not at.get("plotly_chart") and not at.get("image") and not at.tabs
+
+
+def test_cache_does_not_leak_between_stores(demo_store, altered_store, monkeypatch):
+    """Same SQL, same modification time, different files: each store shows its own numbers."""
+    runs = ["tiny/finetune", "tiny/freeze3"]
+    original = headline(demo_store, "tiny/finetune")
+    assert original != pytest.approx(0.123)
+    assert metrics_frame(open_page(demo_store, monkeypatch, runs=runs)).loc["tiny/finetune", "accuracy"] == \
+        pytest.approx(original)
+    assert metrics_frame(open_page(altered_store, monkeypatch, runs=runs)).loc["tiny/finetune", "accuracy"] == \
+        pytest.approx(0.123)
+    assert metrics_frame(open_page(demo_store, monkeypatch, runs=runs)).loc["tiny/finetune", "accuracy"] == \
+        pytest.approx(original)
+
+
+def test_empty_store_shows_a_friendly_message(tmp_path, monkeypatch):
+    at = open_page(tmp_path / "missing.duckdb", monkeypatch)
+    assert any("No runs" in i.value for i in at.info)
+    assert not at.dataframe

@@ -1,0 +1,199 @@
+"""The Training curves and Embedding map pages on a real store, and the nearest-neighbour helper:
+curves follow the chosen runs and mark stage changes; the map follows run, split and colour,
+samples deterministically in SQL; neighbours come from DuckDB with the image itself first."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
+
+
+def open_page(store: Path, page: str, monkeypatch, **params) -> AppTest:
+    """Home once (switch_page needs a first run), then `page` with `params` in the URL."""
+    monkeypatch.setenv("PERIODEYE_STORE", str(store))
+    at = AppTest.from_file(str(HOME), default_timeout=60)
+    at.run()
+    at.switch_page(page)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sql(store: Path, text: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(text, params or []).fetchall()
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def titles(at: AppTest) -> list[str]:
+    return [fig["layout"]["title"]["text"] for fig in figures(at)]
+
+
+def n_points(trace: dict) -> int:
+    """Points in a plotly trace, whether its x is a list or plotly's base64 typed array."""
+    x = trace["x"]
+    return len(np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"])) if isinstance(x, dict) else len(x)
+
+
+def plotted_ids(at: AppTest) -> list[str]:
+    """Image ids on the embedding map (first customdata entry of every point)."""
+    return [row[0] for trace in figures(at)[0]["data"] for row in trace["customdata"]]
+
+
+# ---- Training curves ---------------------------------------------------------------------------
+
+
+def test_curves_follow_the_chosen_runs(demo_store, monkeypatch):
+    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head"])
+    assert sorted(titles(at)) == ["Learning rate", "Loss", "Period accuracy"]
+    charts = dict(zip(titles(at), figures(at), strict=True))
+    loss = charts["Loss"]
+    n_epochs = sql(demo_store, "SELECT count(*) FROM epochs WHERE run_id = 'tiny/head'")[0][0]
+    assert sorted(t["name"] for t in loss["data"]) == ["tiny/head, train", "tiny/head, val"]
+    assert all(n_points(t) == n_epochs for t in loss["data"])
+    assert charts["Learning rate"]["layout"]["yaxis"]["type"] == "log"
+
+    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head", "tiny/period-artist"])
+    assert sorted(titles(at)) == ["Artist accuracy", "Learning rate", "Loss", "Period accuracy"]
+    charts = dict(zip(titles(at), figures(at), strict=True))
+    assert {t["name"] for t in charts["Loss"]["data"]} >= {"tiny/period-artist, val", "tiny/head, val"}
+    assert {t["name"] for t in charts["Artist accuracy"]["data"]} == {"tiny/period-artist, train",
+                                                                      "tiny/period-artist, val"}
+
+
+def test_curves_mark_the_stage_change(demo_store, monkeypatch):
+    first_finetune = sql(demo_store, "SELECT min(epoch) FROM epochs WHERE run_id = 'tiny/two-stage' "
+                                     "AND stage = 'finetune'")[0][0]
+    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/two-stage"])
+    for fig in figures(at):
+        assert [s["x0"] for s in fig["layout"]["shapes"]] == [first_finetune - 0.5]
+        assert "head → finetune" in fig["layout"]["annotations"][0]["text"]
+    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head"])
+    assert not any(fig["layout"].get("shapes") for fig in figures(at))
+
+
+def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatch):
+    at = open_page(demo_store, "pages/curves.py", monkeypatch)
+    assert sorted(at.query_params["runs"]) == sorted(r for (r,) in sql(demo_store, "SELECT run_id FROM runs"))
+
+
+# ---- Embedding map -----------------------------------------------------------------------------
+
+
+def test_map_follows_run_split_and_colour(demo_store, monkeypatch):
+    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", split="test", color="correct")
+    test_ids = {i for (i,) in sql(demo_store, "SELECT image_id FROM images WHERE split = 'test'")}
+    assert set(plotted_ids(at)) == test_ids
+    wrong = {i for (i,) in sql(demo_store, "SELECT image_id FROM predictions WHERE run_id = 'tiny/head' "
+                                           "AND task = 'period' AND split = 'test' AND NOT correct")}
+    traces = {t["name"]: {row[0] for row in t["customdata"]} for t in figures(at)[0]["data"]}
+    assert traces.get("wrong", set()) == wrong and set(traces) <= {"right", "wrong"}
+
+    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", color="period")
+    assert len(plotted_ids(at)) == sql(demo_store, "SELECT count(*) FROM embeddings WHERE run_id = 'tiny/head'")[0][0]
+    order = [label for (label,) in sql(demo_store, "SELECT label FROM run_labels WHERE run_id = 'tiny/head' "
+                                                   "AND task = 'period' ORDER BY class_index")]
+    assert [t["name"] for t in figures(at)[0]["data"]] == order
+
+
+def test_large_maps_are_sampled_deterministically(demo_store, monkeypatch):
+    import dashboard.queries.embedding as q
+
+    monkeypatch.setattr(q, "MAX_POINTS", 50)
+    first = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
+    again = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
+    assert len(plotted_ids(first)) == 50
+    assert sorted(plotted_ids(first)) == sorted(plotted_ids(again))
+    assert any("sample of **50** of 600" in c.value for c in first.caption)
+
+
+def test_image_in_the_url_shows_its_neighbours(demo_store, monkeypatch):
+    (image_id,) = sql(demo_store, "SELECT min(image_id) FROM embeddings WHERE run_id = 'tiny/head'")[0]
+    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", image=image_id)
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert len(captions) == 8 and captions[0].startswith(f"{image_id}\ncos 1.000")
+
+
+def select_on_map(at: AppTest, image_ids: list[str]) -> AppTest:
+    """Rerun as if those points were lassoed: AppTest has no chart gestures, so the selection goes in
+    through the widget-state channel the browser uses (AppTest._run, a private hook)."""
+    if not hasattr(at, "_run"):
+        pytest.skip("this Streamlit's AppTest cannot deliver a chart selection")
+    chart = at.get("plotly_chart")[0]
+    points = [{"customdata": [image_id]} for image_id in image_ids]
+    selection = {"points": points, "point_indices": list(range(len(points))), "box": [], "lasso": [{}]}
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps({"selection": selection})))
+    at._run(states)
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_selection_lists_its_images(demo_store, monkeypatch):
+    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
+    chosen = sorted(plotted_ids(at))[:30]
+    at = select_on_map(at, chosen)
+    assert "Selection: 30 images" in [s.value for s in at.subheader]
+    summary, table = at.dataframe[0].value, at.dataframe[1].value
+    assert sorted(table["image_id"]) == chosen
+    wrong = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = 'tiny/head' AND task = 'period' "
+                            "AND NOT correct AND image_id IN (SELECT unnest(?))", [chosen])[0][0]
+    assert summary["images"].sum() == 30 and summary["wrong"].sum() == wrong
+    assert len(at.get("image")) == 12 + 8  # thumbnails of the selection, then the first image's neighbours
+    assert at.query_params["image"] == table["image_id"].iloc[0]
+
+
+def test_neighbours_come_first_with_itself(demo_store, monkeypatch):
+    from dashboard.queries.embedding import neighbours
+
+    monkeypatch.setenv("PERIODEYE_STORE", str(demo_store))
+    rows = sql(demo_store, "SELECT image_id, vector FROM embeddings WHERE run_id = 'tiny/finetune' ORDER BY image_id")
+    ids, vectors = [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.float64)
+    image_id = ids[7]
+    near = neighbours("tiny/finetune", image_id, 5)
+    assert len(near) == 5
+    assert near["image_id"].iloc[0] == image_id and near["similarity"].iloc[0] == pytest.approx(1.0)
+    assert list(near["similarity"]) == sorted(near["similarity"], reverse=True)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ unit[7]
+    cosine[7] = -np.inf
+    assert near["image_id"].iloc[1] == ids[int(np.argmax(cosine))]
+    assert near["similarity"].iloc[1] == pytest.approx(cosine.max(), abs=1e-5)
+    assert {"true_label", "pred_label", "artist", "thumbnail"} <= set(near.columns)
+    assert neighbours("tiny/finetune", "no/such-image.jpg", 5).empty
+
+
+def test_selection_queries_match_sql(demo_store, monkeypatch):
+    """What a box/lasso selection lists (AppTest cannot drag on a chart, so the page's queries directly)."""
+    from dashboard.queries import embedding as q
+
+    monkeypatch.setenv("PERIODEYE_STORE", str(demo_store))
+    ids = [i for (i,) in sql(demo_store, "SELECT image_id FROM images WHERE split = 'val' ORDER BY image_id LIMIT 40")]
+    table = q.selected("tiny/head", ids)
+    assert sorted(table["image_id"]) == sorted(ids)
+    wrong = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = 'tiny/head' AND task = 'period' "
+                            "AND NOT correct AND image_id IN (SELECT unnest(?))", [ids])[0][0]
+    summary = q.selection_summary("tiny/head", ids)
+    assert summary["images"].sum() == 40 and summary["wrong"].sum() == wrong
+    assert list(q.thumbnails("tiny/head", ids[:3])["image_id"]) == ids[:3]
+
+
+@pytest.mark.parametrize("page", ["pages/curves.py", "pages/embedding.py"])
+def test_empty_store_shows_a_friendly_message(page, tmp_path, monkeypatch):
+    at = open_page(tmp_path / "missing.duckdb", page, monkeypatch)
+    assert any("No runs" in i.value for i in at.info)
+    assert not at.get("plotly_chart")

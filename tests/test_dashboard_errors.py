@@ -1,0 +1,105 @@
+"""Errors gallery, Inspector and Overview on a real store, through Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.export import gallery_html
+from tests.conftest import REPO_ROOT
+
+
+def app(monkeypatch, store, page: str | None = None, **params) -> AppTest:
+    monkeypatch.setenv("PERIODEYE_STORE", str(store))
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=120)
+    if page:
+        at.switch_page(f"pages/{page}")
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sql(store, text, params=()):
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(text, list(params)).fetchall()
+
+
+def gallery_count(at: AppTest) -> int:
+    return int(at.subheader[0].value.split()[0].replace(",", ""))
+
+
+def test_overview_lists_every_run(monkeypatch, demo_store):
+    at = app(monkeypatch, demo_store)
+    assert at.metric[0].value == "5"
+    shown = at.dataframe[0].value
+    assert sorted(shown["run_id"]) == sorted(r[0] for r in sql(demo_store, "SELECT run_id FROM runs"))
+    assert "synthetic" in at.warning[0].value
+
+
+def test_empty_store_explains_how_to_make_artifacts(monkeypatch, tmp_path):
+    for page in (None, "errors.py", "inspector.py"):
+        at = app(monkeypatch, tmp_path / "nothing.duckdb", page)
+        assert "make artifacts" in at.info[0].value
+
+
+def test_gallery_filters_change_what_is_shown(monkeypatch, demo_store):
+    run = "tiny/finetune"
+    wrong = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND task = 'period' AND split = 'test' "
+                            "AND NOT correct", [run])[0][0]
+    at = app(monkeypatch, demo_store, "errors.py", run=run)
+    assert gallery_count(at) == wrong
+    assert len(at.get("imgs")) == min(wrong, 24)  # one thumbnail per tile on the first page
+    at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all")
+    assert gallery_count(at) == sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND task = "
+                                                "'period' AND split = 'test'", [run])[0][0]
+    # a confusion cell (true, predicted) and an artist
+    true, pred, n = sql(demo_store, """SELECT true_label, pred_label, count FROM confusion WHERE run_id = ? AND
+                                       split = 'test' AND task = 'period' ORDER BY count DESC LIMIT 1""", [run])[0]
+    at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", true=[true], pred=[pred])
+    assert gallery_count(at) == n
+    artist = sql(demo_store, "SELECT artist FROM images WHERE artist IS NOT NULL LIMIT 1")[0][0]
+    at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", artist=[artist])
+    assert gallery_count(at) == sql(demo_store, """SELECT count(*) FROM predictions p JOIN images i USING (image_id)
+        WHERE p.run_id = ? AND p.task = 'period' AND p.split = 'test' AND i.artist = ?""", [run, artist])[0][0]
+    # confidence range and paging in the URL
+    at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", cmin="0.9")
+    assert gallery_count(at) == sql(demo_store, """SELECT count(*) FROM predictions WHERE run_id = ? AND
+        task = 'period' AND split = 'test' AND confidence >= 0.9""", [run])[0][0]
+
+
+@pytest.mark.parametrize("sort", ["least confident first", "explanations disagree most", "highest loss first"])
+def test_gallery_sorts(monkeypatch, demo_store, sort):
+    at = app(monkeypatch, demo_store, "errors.py", run="tiny/head", outcome="all", sort=sort)
+    assert gallery_count(at) > 0 and at.selectbox(key="w_sort").value == sort
+
+
+def test_inspector_shows_probabilities_maps_and_neighbours(monkeypatch, demo_store):
+    image = sql(demo_store, "SELECT image_id FROM attributions WHERE run_id = 'tiny/head' LIMIT 1")[0][0]
+    at = app(monkeypatch, demo_store, "inspector.py", run="tiny/head", image=image)
+    n_maps = sql(demo_store, "SELECT count(*) FROM attributions WHERE image_id = ? AND target_kind = 'predicted'",
+                 [image])[0][0]
+    # big thumbnail + one overlay per stored (run, method) + neighbours
+    assert len(at.get("imgs")) >= 1 + n_maps + 1
+    assert any("What the networks looked at" in s.value for s in at.subheader)
+
+
+def test_inspector_on_a_store_without_attributions(monkeypatch, store_without_attributions):
+    at = app(monkeypatch, store_without_attributions, "inspector.py")
+    assert any("No saliency maps" in i.value for i in at.info)
+
+
+def test_html_export_escapes_every_text():
+    rows = pd.DataFrame([{
+        "image_id": "x<1>.jpg", "true_label": "Baroque", "pred_label": "Rococo<b>", "confidence": 0.9, "loss": 1.0,
+        "correct": False, "artist": "A & B", "title": "<script>alert('x')</script>", "date": "1600",
+        "annotation_text": "label wrong: <img src=x onerror=alert(1)> (me)", "thumbnail": b"\xff\xd8fake",
+        "split": "test",
+    }])
+    page = gallery_html("Gallery <i>", "run <r>", rows)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "Rococo&lt;b&gt;" in page and "A &amp; B" in page
+    assert "Gallery &lt;i&gt;" in page and "data:image/jpeg;base64," in page
