@@ -74,8 +74,11 @@ class StoreLockedError(RuntimeError):
 
 
 def _is_lock_error(exc: Exception) -> bool:
+    """Another process holds the file, or this process has it open in the other mode (read-only vs not)."""
     text = str(exc).lower()
-    return "lock" in text and ("conflicting" in text or "could not set lock" in text)
+    return ("lock" in text and ("conflicting" in text or "could not set lock" in text)) or (
+        "different configuration" in text
+    )
 
 
 @contextmanager

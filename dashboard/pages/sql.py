@@ -1,0 +1,77 @@
+"""SQL: ask the store anything it can answer with one read-only query; the query lives in the URL."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import state
+from dashboard.queries import sql_console, store_exists, store_path, store_version
+from dashboard.queries.runs import runs
+
+WIDGET = "w_q"
+
+
+def seed_editor(url_sql: str) -> None:
+    """Show the URL's query in the editor when the URL changed (a shared link); keep the user's edits otherwise."""
+    if WIDGET not in st.session_state or st.session_state.get("_url_w_q") != url_sql:
+        st.session_state[WIDGET] = url_sql
+    st.session_state["_url_w_q"] = url_sql
+
+
+def use_example(text: str) -> None:
+    st.session_state[WIDGET] = text
+    st.session_state["_url_w_q"] = text
+    state.put(q=text)
+
+
+def result_for(sql: str, force: bool) -> sql_console.Result:
+    """Run the query, or reuse this session's last result while the query and the store are unchanged."""
+    key = (str(store_path()), store_version(), sql)
+    last = st.session_state.get("_sql_last")
+    if not force and last and last[0] == key:
+        return last[1]
+    with st.spinner("Running…"):
+        result = sql_console.run_query(store_path(), sql)
+    st.session_state["_sql_last"] = (key, result)
+    return result
+
+
+def show(result: sql_console.Result) -> None:
+    if not result.ok:
+        st.error(result.error)
+        return
+    frame = result.frame
+    if result.truncated:
+        st.warning(f"Showing the first {len(frame):,} rows: the console fetches at most {sql_console.MAX_ROWS:,}. "
+                   "Aggregate, or add a LIMIT/OFFSET to see others.")
+    st.caption(f"{len(frame):,} rows · {result.seconds:.2f} s")
+    st.dataframe(frame, hide_index=True)
+    st.download_button("Download CSV", frame.to_csv(index=False), file_name="periodeye-query.csv", mime="text/csv",
+                       on_click="ignore", icon=":material/download:")
+
+
+st.title("SQL")
+if not store_exists() or runs().empty:
+    st.info(f"No runs in the store yet ({store_path()}): run `make artifacts`, then refresh.")
+    st.stop()
+
+st.caption(f"One read-only query over the store: no writes, no files, no network; at most "
+           f"{sql_console.MAX_ROWS:,} rows and {sql_console.TIME_LIMIT_S:g} s. The query is kept in the URL, "
+           "so a link to this page shares it.")
+with st.expander("Tables"):
+    st.dataframe(sql_console.tables(), hide_index=True)
+
+cols = st.columns(len(sql_console.EXAMPLES))
+for col, (name, text) in zip(cols, sql_console.EXAMPLES.items(), strict=True):
+    col.button(name, on_click=use_example, args=(text,), width="stretch")
+
+seed_editor(state.get("q", "") or "")
+with st.form("sql"):
+    st.text_area("Query", key=WIDGET, height=200, placeholder="SELECT * FROM runs")
+    submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+sql = st.session_state[WIDGET].strip()
+if submitted:
+    state.put(q=sql)
+    st.session_state["_url_w_q"] = sql
+if sql:
+    show(result_for(sql, force=submitted))

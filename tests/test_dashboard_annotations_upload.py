@@ -1,0 +1,253 @@
+"""Annotations (the dashboard's one write, kept across re-runs) and the Upload page's explanation of a new image."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import dashboard.queries.annotations as q  # `from dashboard.queries import annotations` gets the __future__ flag
+from dashboard.pages.upload import UploadError, explain_upload, load
+from pipeline.config import AttributionConfig
+from pipeline.experiment import run_experiment
+from tests.conftest import REPO_ROOT, TINY_EXPERIMENT, make_experiment
+
+RUN = "tiny/head"
+# the data spec of the `store_without_attributions` fixture (so the same dataset), one quick run
+RERUN_SPEC = {**TINY_EXPERIMENT, "attributions": {"enabled": False},
+              "runs": [{"name": "head", "strategy": "head", "epochs": 1}]}
+QUICK_MAPS = AttributionConfig(ig_steps=4, internal_batch_size=4)
+
+
+def copy_store(store: Path, folder: Path) -> Path:
+    """A private copy (with its WAL, if any) that a test may write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "store.duckdb"
+    shutil.copy(store, target)
+    wal = store.with_name(store.name + ".wal")
+    if wal.exists():
+        shutil.copy(wal, target.with_name(target.name + ".wal"))
+    return target
+
+
+@pytest.fixture
+def writable(store_without_attributions, tmp_path) -> Path:
+    return copy_store(store_without_attributions, tmp_path / "copy")
+
+
+def sql(store: Path, text: str, params=()):
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(text, list(params)).fetchall()
+
+
+def an_image(store: Path) -> tuple[str, str, str]:
+    """(dataset_id, image_id, content_hash) of a test image the run got wrong, else any test image."""
+    return sql(store, """SELECT i.dataset_id, i.image_id, i.content_hash FROM predictions p
+                         JOIN images i USING (image_id) WHERE p.run_id = ? AND p.split = 'test'
+                         ORDER BY p.correct, i.image_id LIMIT 1""", [RUN])[0]
+
+
+def app(monkeypatch, store: Path, page: str, **params) -> AppTest:
+    monkeypatch.setenv("PERIODEYE_STORE", str(store))
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=90)
+    at.switch_page(f"pages/{page}")
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def test_save_stores_identity_hash_run_and_time(writable, monkeypatch):
+    monkeypatch.setenv("PERIODEYE_STORE", str(writable))
+    dataset_id, image_id, content_hash = an_image(writable)
+    annotation_id = q.save_annotation(dataset_id, image_id, RUN, "label wrong", " a Vermeer, surely ", " Ada ",
+                                      path=writable)
+    row = sql(writable, "SELECT * FROM annotations")
+    assert len(row) == 1
+    aid, ds, img, digest, run, verdict, note, author, created = row[0]
+    assert (aid, ds, img, digest, run) == (annotation_id, dataset_id, image_id, content_hash, RUN)
+    assert uuid.UUID(aid).version == 4
+    assert (verdict, note, author) == ("label wrong", "a Vermeer, surely", "Ada")
+    assert abs(created - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=1)
+    listed = q.list_annotations()
+    assert listed["annotation_id"].tolist() == [annotation_id] and listed["image_id"].iloc[0] == image_id
+    assert listed["period"].iloc[0] is not None  # joined to its image
+    assert q.list_annotations(verdicts=["ambiguous"]).empty
+    assert len(q.list_annotations(verdicts=["label wrong"], authors=["Ada"], runs=[RUN])) == 1
+    assert q.annotations_for(dataset_id, image_id)["note"].tolist() == ["a Vermeer, surely"]
+
+
+def test_invalid_annotations_are_refused_and_write_nothing(writable):
+    dataset_id, image_id, _ = an_image(writable)
+    cases = [("great", "Ada", image_id, "Choose a verdict"), ("ambiguous", "  ", image_id, "Give your name"),
+             ("ambiguous", "Ada", "no-such-image", "not in dataset")]
+    for verdict, author, image, message in cases:
+        with pytest.raises(q.AnnotationError, match=message):
+            q.save_annotation(dataset_id, image, RUN, verdict, "", author, path=writable)
+    assert sql(writable, "SELECT count(*) FROM annotations")[0][0] == 0
+
+
+def test_saving_waits_for_a_reader_in_this_process(writable):
+    """Another session's read-only connection (same process, so DuckDB refuses a writer outright) is waited out."""
+    dataset_id, image_id, _ = an_image(writable)
+    reader = duckdb.connect(str(writable), read_only=True)
+    threading.Timer(0.5, reader.close).start()
+    t0 = time.perf_counter()
+    q.save_annotation(dataset_id, image_id, RUN, "model right", "", "Ada", path=writable)
+    assert time.perf_counter() - t0 >= 0.4
+    assert sql(writable, "SELECT verdict FROM annotations") == [("model right",)]
+
+
+def test_notes_follow_the_painting_to_an_identical_copy(writable, monkeypatch):
+    """An exact duplicate (same content hash, another id) shows the note too, saying where it was made."""
+    monkeypatch.setenv("PERIODEYE_STORE", str(writable))
+    dataset_id, image_id, _ = an_image(writable)
+    q.save_annotation(dataset_id, image_id, RUN, "ambiguous", "", "Ada", path=writable)
+    with duckdb.connect(str(writable)) as con:
+        con.execute("INSERT INTO images SELECT * REPLACE ('copy-of-' || image_id AS image_id) FROM images "
+                    "WHERE dataset_id = ? AND image_id = ?", [dataset_id, image_id])
+    notes = q.annotations_for(dataset_id, f"copy-of-{image_id}")
+    assert notes["same_painting_as"].tolist() == [f"{dataset_id}/{image_id}"]
+
+
+def test_annotations_survive_regenerating_the_runs(store_without_attributions, tmp_path):
+    """`--force` replaces the run and re-prepares the dataset; the verdict stays and still joins its image."""
+    store = copy_store(store_without_attributions, tmp_path)
+    exp = make_experiment(tmp_path, RERUN_SPEC)
+    assert Path(exp.store) == store
+    dataset_id, image_id, content_hash = an_image(store)
+    annotation_id = q.save_annotation(dataset_id, image_id, RUN, "outside its period", "too late", "Ada", path=store)
+    finished_before = sql(store, "SELECT finished_at FROM runs WHERE run_id = ?", [RUN])[0][0]
+
+    run_experiment(exp, force=True, progress=False)
+
+    assert sql(store, "SELECT finished_at FROM runs WHERE run_id = ?", [RUN])[0][0] > finished_before
+    rows = sql(store, """SELECT a.annotation_id, a.verdict, i.content_hash, p.pred_label IS NOT NULL
+                         FROM annotations a JOIN images i USING (dataset_id, image_id)
+                         LEFT JOIN predictions p ON p.run_id = a.run_id AND p.image_id = a.image_id
+                         AND p.task = 'period'""")
+    assert rows == [(annotation_id, "outside its period", content_hash, True)]
+
+
+def test_annotations_page_saves_lists_and_filters(writable, monkeypatch):
+    dataset_id, image_id, _ = an_image(writable)
+    at = app(monkeypatch, writable, "annotations.py", run=RUN, image=image_id)
+    assert at.selectbox(key="w_image").value == image_id
+    assert "No annotations yet." in [c.value for c in at.caption]
+    at.radio[0].set_value("label wrong")
+    at.text_area[0].input("the costume is 1650s")
+    at.text_input[0].input("Ada")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert "Saved: label wrong" in at.success[0].value
+    assert sql(writable, "SELECT verdict, note, author, image_id FROM annotations") == [
+        ("label wrong", "the costume is 1650s", "Ada", image_id)]
+    table = at.dataframe[-1].value
+    assert table["image_id"].tolist() == [image_id] and table["verdict"].tolist() == ["label wrong"]
+    at = app(monkeypatch, writable, "annotations.py", verdict=["ambiguous"])
+    assert "No annotations match." in [c.value for c in at.caption]
+    at = app(monkeypatch, writable, "annotations.py", author=["Ada"])
+    assert at.dataframe[-1].value["author"].tolist() == ["Ada"]
+
+
+def test_annotations_page_refuses_a_nameless_verdict(writable, monkeypatch):
+    at = app(monkeypatch, writable, "annotations.py", run=RUN)
+    at.radio[0].set_value("ambiguous")
+    at.button[0].click().run()
+    assert not at.exception and "Give your name" in at.error[0].value
+    assert sql(writable, "SELECT count(*) FROM annotations")[0][0] == 0
+
+
+# ---------------------------------------------------------------- upload
+
+
+def painting_bytes(fmt: str = "JPEG", size: tuple[int, int] = (90, 60)) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_upload_explains_a_new_painting(store_without_attributions):
+    store = store_without_attributions
+    result = explain_upload(store, RUN, painting_bytes(), "new.jpg", cfg=QUICK_MAPS)
+    periods = [r[0] for r in sql(store, "SELECT label FROM run_labels WHERE run_id = ? AND task = 'period' "
+                                        "ORDER BY class_index", [RUN])]
+    assert list(result.probabilities) == periods  # chronological, as trained
+    assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert result.target == max(result.probabilities, key=result.probabilities.get)
+    assert set(result.maps) == {"guided_backprop", "integrated_gradients", "grad_cam"}
+    for heat in result.maps.values():
+        assert heat.shape == (result.crop, result.crop) and heat.min() >= 0 and heat.max() <= 1
+    tiles = result.overlays(0.7)
+    assert all(t.size == result.image.size == (90, 60) for t in tiles.values())
+    other = periods[0] if periods[0] != result.target else periods[1]
+    assert explain_upload(store, RUN, painting_bytes("PNG"), "new.png", target=other, cfg=QUICK_MAPS).target == other
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty"),
+    (b"<html>not a painting</html>", "not an image"),
+    (painting_bytes()[:400], "truncated or corrupt"),
+])
+def test_bad_uploads_are_explained_not_raised(store_without_attributions, data, message):
+    with pytest.raises(UploadError, match=message):
+        explain_upload(store_without_attributions, RUN, data, "upload.jpg")
+
+
+def test_a_run_without_its_checkpoint_is_a_clear_error(writable, monkeypatch):
+    with duckdb.connect(str(writable)) as con:
+        con.execute("UPDATE runs SET checkpoint = '/nonexistent/model.pt'")
+    with pytest.raises(UploadError, match="checkpoint of tiny/head not found"):
+        load(writable, RUN)
+    at = app(monkeypatch, writable, "upload.py", run=RUN)
+    assert "checkpoint of tiny/head not found" in at.error[0].value
+
+
+def test_upload_page_renders_without_a_file(store_without_attributions, monkeypatch, tmp_path):
+    at = app(monkeypatch, store_without_attributions, "upload.py", run=RUN)
+    assert "Drop an image" in at.info[0].value and not at.error
+    for page in ("upload.py", "annotations.py"):
+        assert "make artifacts" in app(monkeypatch, tmp_path / "nothing.duckdb", page).info[0].value
+
+
+class FakeUpload:
+    """What st.file_uploader returns, for AppTest (which cannot drive the uploader itself)."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+@pytest.mark.parametrize(("name", "data"), [("new.jpg", painting_bytes()), ("fake.jpg", b"GIF89a garbage")])
+def test_upload_page_shows_probabilities_and_overlays_or_an_error(store_without_attributions, monkeypatch, name,
+                                                                   data):
+    import streamlit
+
+    monkeypatch.setattr(streamlit, "file_uploader", lambda *a, **k: FakeUpload(name, data))
+    monkeypatch.setattr("pipeline.explain.AttributionConfig", lambda: QUICK_MAPS)
+    at = app(monkeypatch, store_without_attributions, "upload.py", run=RUN, alpha="0.8")
+    if name == "fake.jpg":
+        assert "fake.jpg cannot be used as a painting" in at.error[0].value
+        return
+    assert not at.error
+    assert len(at.get("plotly_chart")) == 1
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert captions == ["your upload", "guided backprop", "integrated gradients", "grad cam"]
+    assert at.slider(key="w_alpha").value == 0.8
