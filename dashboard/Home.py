@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/Home.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-HERE = Path(__file__).resolve().parent / "pages"
+HERE = Path(__file__).resolve().parent / "views"  # not pages/: Streamlit would list that folder on its own
 PAGES = [
     ("overview.py", "Overview", ":material/dashboard:", "overview"),
     ("errors.py", "Errors", ":material/photo_library:", "errors"),

@@ -104,8 +104,10 @@ def test_overview_and_errors_in_a_real_browser(dashboard, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{dashboard}/overview")
     wait_for_app(page)
-    page.get_by_text("Runs", exact=True).first.wait_for(timeout=30_000)
-    assert page.locator("[data-testid='stMetric']").count() >= 3
+    page.locator("[data-testid='stMetric']").first.wait_for(timeout=60_000)
+    wait_for_app(page)
+    assert page.locator("[data-testid='stMetric']").count() == 4
+    assert page.locator("[data-testid='stSidebarNav']").get_by_text("Errors", exact=True).count() == 1
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
 
     page.goto(f"{dashboard}/errors?outcome=all")

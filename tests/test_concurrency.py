@@ -28,7 +28,7 @@ def test_dashboard_reads_while_the_pipeline_writes(demo_store, tmp_path, monkeyp
     renders = 0
     try:
         while pipeline.poll() is None or renders < 2:
-            for page in ("pages/overview.py", "pages/errors.py"):
+            for page in ("views/overview.py", "views/errors.py"):
                 at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=120)
                 at.switch_page(page)
                 at.run()

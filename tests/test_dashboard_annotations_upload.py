@@ -17,7 +17,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import dashboard.queries.annotations as q  # `from dashboard.queries import annotations` gets the __future__ flag
-from dashboard.pages.upload import UploadError, explain_upload, load
+from dashboard.views.upload import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
 from tests.conftest import REPO_ROOT, TINY_EXPERIMENT, make_experiment
@@ -60,7 +60,7 @@ def an_image(store: Path) -> tuple[str, str, str]:
 def app(monkeypatch, store: Path, page: str, **params) -> AppTest:
     monkeypatch.setenv("PERIODEYE_STORE", str(store))
     at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=90)
-    at.switch_page(f"pages/{page}")
+    at.switch_page(f"views/{page}")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 from streamlit.testing.v1 import AppTest
 
 HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
-PAGE_SIZE = 24  # dashboard/pages/compare.py
+PAGE_SIZE = 24  # dashboard/views/compare.py
 
 
 def open_page(store: Path, monkeypatch, **params) -> AppTest:
@@ -25,7 +25,7 @@ def open_page(store: Path, monkeypatch, **params) -> AppTest:
     monkeypatch.setenv("PERIODEYE_STORE", str(store))
     at = AppTest.from_file(str(HOME), default_timeout=60)
     at.run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("views/compare.py")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

@@ -58,7 +58,7 @@ def plotted_ids(at: AppTest) -> list[str]:
 
 
 def test_curves_follow_the_chosen_runs(demo_store, monkeypatch):
-    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head"])
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/head"])
     assert sorted(titles(at)) == ["Learning rate", "Loss", "Period accuracy"]
     charts = dict(zip(titles(at), figures(at), strict=True))
     loss = charts["Loss"]
@@ -67,7 +67,7 @@ def test_curves_follow_the_chosen_runs(demo_store, monkeypatch):
     assert all(n_points(t) == n_epochs for t in loss["data"])
     assert charts["Learning rate"]["layout"]["yaxis"]["type"] == "log"
 
-    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head", "tiny/period-artist"])
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/head", "tiny/period-artist"])
     assert sorted(titles(at)) == ["Artist accuracy", "Learning rate", "Loss", "Period accuracy"]
     charts = dict(zip(titles(at), figures(at), strict=True))
     assert {t["name"] for t in charts["Loss"]["data"]} >= {"tiny/period-artist, val", "tiny/head, val"}
@@ -78,16 +78,16 @@ def test_curves_follow_the_chosen_runs(demo_store, monkeypatch):
 def test_curves_mark_the_stage_change(demo_store, monkeypatch):
     first_finetune = sql(demo_store, "SELECT min(epoch) FROM epochs WHERE run_id = 'tiny/two-stage' "
                                      "AND stage = 'finetune'")[0][0]
-    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/two-stage"])
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/two-stage"])
     for fig in figures(at):
         assert [s["x0"] for s in fig["layout"]["shapes"]] == [first_finetune - 0.5]
         assert "head → finetune" in fig["layout"]["annotations"][0]["text"]
-    at = open_page(demo_store, "pages/curves.py", monkeypatch, runs=["tiny/head"])
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/head"])
     assert not any(fig["layout"].get("shapes") for fig in figures(at))
 
 
 def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatch):
-    at = open_page(demo_store, "pages/curves.py", monkeypatch)
+    at = open_page(demo_store, "views/curves.py", monkeypatch)
     assert sorted(at.query_params["runs"]) == sorted(r for (r,) in sql(demo_store, "SELECT run_id FROM runs"))
 
 
@@ -95,7 +95,7 @@ def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatc
 
 
 def test_map_follows_run_split_and_colour(demo_store, monkeypatch):
-    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", split="test", color="correct")
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", split="test", color="correct")
     test_ids = {i for (i,) in sql(demo_store, "SELECT image_id FROM images WHERE split = 'test'")}
     assert set(plotted_ids(at)) == test_ids
     wrong = {i for (i,) in sql(demo_store, "SELECT image_id FROM predictions WHERE run_id = 'tiny/head' "
@@ -103,7 +103,7 @@ def test_map_follows_run_split_and_colour(demo_store, monkeypatch):
     traces = {t["name"]: {row[0] for row in t["customdata"]} for t in figures(at)[0]["data"]}
     assert traces.get("wrong", set()) == wrong and set(traces) <= {"right", "wrong"}
 
-    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", color="period")
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", color="period")
     assert len(plotted_ids(at)) == sql(demo_store, "SELECT count(*) FROM embeddings WHERE run_id = 'tiny/head'")[0][0]
     order = [label for (label,) in sql(demo_store, "SELECT label FROM run_labels WHERE run_id = 'tiny/head' "
                                                    "AND task = 'period' ORDER BY class_index")]
@@ -114,8 +114,8 @@ def test_large_maps_are_sampled_deterministically(demo_store, monkeypatch):
     import dashboard.queries.embedding as q
 
     monkeypatch.setattr(q, "MAX_POINTS", 50)
-    first = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
-    again = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
+    first = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head")
+    again = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head")
     assert len(plotted_ids(first)) == 50
     assert sorted(plotted_ids(first)) == sorted(plotted_ids(again))
     assert any("sample of **50** of 600" in c.value for c in first.caption)
@@ -123,7 +123,7 @@ def test_large_maps_are_sampled_deterministically(demo_store, monkeypatch):
 
 def test_image_in_the_url_shows_its_neighbours(demo_store, monkeypatch):
     (image_id,) = sql(demo_store, "SELECT min(image_id) FROM embeddings WHERE run_id = 'tiny/head'")[0]
-    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head", image=image_id)
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", image=image_id)
     captions = [img.proto.imgs[0].caption for img in at.get("image")]
     assert len(captions) == 8 and captions[0].startswith(f"{image_id}\ncos 1.000")
 
@@ -144,7 +144,7 @@ def select_on_map(at: AppTest, image_ids: list[str]) -> AppTest:
 
 
 def test_a_selection_lists_its_images(demo_store, monkeypatch):
-    at = open_page(demo_store, "pages/embedding.py", monkeypatch, run="tiny/head")
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head")
     chosen = sorted(plotted_ids(at))[:30]
     at = select_on_map(at, chosen)
     assert "Selection: 30 images" in [s.value for s in at.subheader]
@@ -192,7 +192,7 @@ def test_selection_queries_match_sql(demo_store, monkeypatch):
     assert list(q.thumbnails("tiny/head", ids[:3])["image_id"]) == ids[:3]
 
 
-@pytest.mark.parametrize("page", ["pages/curves.py", "pages/embedding.py"])
+@pytest.mark.parametrize("page", ["views/curves.py", "views/embedding.py"])
 def test_empty_store_shows_a_friendly_message(page, tmp_path, monkeypatch):
     at = open_page(tmp_path / "missing.duckdb", page, monkeypatch)
     assert any("No runs" in i.value for i in at.info)

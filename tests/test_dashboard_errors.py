@@ -15,7 +15,7 @@ def app(monkeypatch, store, page: str | None = None, **params) -> AppTest:
     monkeypatch.setenv("PERIODEYE_STORE", str(store))
     at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=120)
     if page:
-        at.switch_page(f"pages/{page}")
+        at.switch_page(f"views/{page}")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()
@@ -52,7 +52,7 @@ def test_gallery_filters_change_what_is_shown(monkeypatch, demo_store):
                             "AND NOT correct", [run])[0][0]
     at = app(monkeypatch, demo_store, "errors.py", run=run)
     assert gallery_count(at) == wrong
-    assert len(at.get("imgs")) == min(wrong, 24)  # one thumbnail per tile on the first page
+    assert len(at.get("image")) == min(wrong, 24)  # one thumbnail per tile on the first page
     at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all")
     assert gallery_count(at) == sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND task = "
                                                 "'period' AND split = 'test'", [run])[0][0]
@@ -83,7 +83,7 @@ def test_inspector_shows_probabilities_maps_and_neighbours(monkeypatch, demo_sto
     n_maps = sql(demo_store, "SELECT count(*) FROM attributions WHERE image_id = ? AND target_kind = 'predicted'",
                  [image])[0][0]
     # big thumbnail + one overlay per stored (run, method) + neighbours
-    assert len(at.get("imgs")) >= 1 + n_maps + 1
+    assert len(at.get("image")) >= 1 + n_maps + 1
     assert any("What the networks looked at" in s.value for s in at.subheader)
 
 

@@ -138,7 +138,7 @@ def test_console_shares_the_process_with_other_readers(store):
 def page(monkeypatch, store, **params) -> AppTest:
     monkeypatch.setenv("PERIODEYE_STORE", str(store))
     at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=90)
-    at.switch_page("pages/sql.py")
+    at.switch_page("views/sql.py")
     for key, value in params.items():
         at.query_params[key] = value
     at.run()
