@@ -91,6 +91,11 @@ def wait_for_app(page) -> None:
     page.wait_for_timeout(500)
 
 
+def no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+
+
 def images_rendered(page) -> int:
     """How many gallery thumbnails actually decoded (naturalWidth > 0)."""
     return page.evaluate(
@@ -108,6 +113,7 @@ def test_overview_and_errors_in_a_real_browser(dashboard, browser):
     wait_for_app(page)
     assert page.locator("[data-testid='stMetric']").count() == 4
     assert page.locator("[data-testid='stSidebarNav']").get_by_text("Errors", exact=True).count() == 1
+    no_exception(page)
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
 
     page.goto(f"{dashboard}/errors?outcome=all")
@@ -131,6 +137,7 @@ def test_overview_and_errors_in_a_real_browser(dashboard, browser):
     after = page.locator("h3").filter(has_text="images").first.inner_text()
     assert after != before
     assert images_rendered(page) > 0
+    no_exception(page)
     page.screenshot(path=str(SHOTS / "errors.png"), full_page=True)
 
     # the inspector of the first image of the gallery
@@ -138,7 +145,9 @@ def test_overview_and_errors_in_a_real_browser(dashboard, browser):
     page.wait_for_url("**/inspector?*", timeout=30_000)
     wait_for_app(page)
     page.get_by_text("What the networks looked at").wait_for(timeout=30_000)
+    page.get_by_text("integrated gradients").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1500)
-    page.screenshot(path=str(SHOTS / "inspector.png"), full_page=True)
+    no_exception(page)
+    page.screenshot(path=str(SHOTS / "inspector.png"))
     page.close()
 

@@ -63,13 +63,14 @@ else:
     resize, crop = q.geometry(dataset_id)
     alpha = st.slider("Overlay opacity", 0.0, 1.0, state.get_float("alpha", 0.6), 0.05, key="w_alpha")
     state.put(alpha=alpha)
-    kinds = maps["target_kind"].unique().tolist()
-    kind = state.choose("Explain", kinds, "target", help="the predicted period, or the true one where it was wrong")
+    kinds = sorted(maps["target_kind"].unique(), key=lambda k: k != "predicted")
+    kind = state.choose("Explain", kinds, "target", format_func=lambda k: f"the {k} period",
+                        help="the predicted period, or the true one where the prediction was wrong")
     for run, group in maps[maps["target_kind"] == kind].groupby("run_id", sort=False):
         target = group["target_label"].iloc[0]
         st.markdown(f"**{run}** — why *{target}*")
-        cols = st.columns(len(group))
-        for col, m in zip(cols, group.itertuples(), strict=True):
+        cols = st.columns(max(4, len(group)))
+        for col, m in zip(cols, group.itertuples(), strict=False):
             col.image(overlay(thumb, decode_map(m.heatmap), resize, crop, alpha), caption=m.method.replace("_", " "),
                       width="stretch")
     agree = q.agreement(dataset_id, image_id)
