@@ -77,3 +77,26 @@ def store_without_attributions(tmp_path_factory) -> Path:
     exp = make_experiment(tmp_path_factory.mktemp("plain-store"), spec)
     run_experiment(exp, progress=False)
     return Path(exp.store)
+
+
+def sql(store: Path, text: str, params=()) -> list[tuple]:
+    """Ask the store directly (read-only), to check what a page shows."""
+    import duckdb
+
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute(text, list(params or [])).fetchall()
+
+
+def open_dashboard(store: Path, monkeypatch, page: str | None = None, timeout: int = 120, **params):
+    """The real dashboard over `store` in AppTest: Home, then `page` (e.g. "errors.py") with `params` in the URL."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("PERIODEYE_STORE", str(store))
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=timeout)
+    if page:
+        at.switch_page(f"views/{page}")
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at

@@ -20,7 +20,7 @@ import dashboard.queries.annotations as q  # `from dashboard.queries import anno
 from dashboard.views.upload import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
-from tests.conftest import REPO_ROOT, TINY_EXPERIMENT, make_experiment
+from tests.conftest import TINY_EXPERIMENT, make_experiment, open_dashboard, sql
 
 RUN = "tiny/head"
 # the data spec of the `store_without_attributions` fixture (so the same dataset), one quick run
@@ -45,9 +45,6 @@ def writable(store_without_attributions, tmp_path) -> Path:
     return copy_store(store_without_attributions, tmp_path / "copy")
 
 
-def sql(store: Path, text: str, params=()):
-    with duckdb.connect(str(store), read_only=True) as con:
-        return con.execute(text, list(params)).fetchall()
 
 
 def an_image(store: Path) -> tuple[str, str, str]:
@@ -58,14 +55,7 @@ def an_image(store: Path) -> tuple[str, str, str]:
 
 
 def app(monkeypatch, store: Path, page: str, **params) -> AppTest:
-    monkeypatch.setenv("PERIODEYE_STORE", str(store))
-    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=90)
-    at.switch_page(f"views/{page}")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_dashboard(store, monkeypatch, page, **params)
 
 
 # ---------------------------------------------------------------- annotations

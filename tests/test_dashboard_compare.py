@@ -16,26 +16,16 @@ import pytest
 from scipy.stats import binomtest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import open_dashboard, sql
+
 HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
 PAGE_SIZE = 24  # dashboard/views/compare.py
 
 
 def open_page(store: Path, monkeypatch, **params) -> AppTest:
-    """Home once (switch_page needs a first run), then the compare page with `params` in the URL."""
-    monkeypatch.setenv("PERIODEYE_STORE", str(store))
-    at = AppTest.from_file(str(HOME), default_timeout=60)
-    at.run()
-    at.switch_page("views/compare.py")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_dashboard(store, monkeypatch, "compare.py", **params)
 
 
-def sql(store: Path, text: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(store), read_only=True) as con:
-        return con.execute(text, params or []).fetchall()
 
 
 def headline(store: Path, run_id: str, split: str = "test", metric: str = "accuracy") -> float:

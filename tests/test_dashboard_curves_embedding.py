@@ -8,31 +8,20 @@ import base64
 import json
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import open_dashboard, sql
+
 HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
 
 
 def open_page(store: Path, page: str, monkeypatch, **params) -> AppTest:
-    """Home once (switch_page needs a first run), then `page` with `params` in the URL."""
-    monkeypatch.setenv("PERIODEYE_STORE", str(store))
-    at = AppTest.from_file(str(HOME), default_timeout=60)
-    at.run()
-    at.switch_page(page)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_dashboard(store, monkeypatch, page.removeprefix("views/"), **params)
 
 
-def sql(store: Path, text: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(store), read_only=True) as con:
-        return con.execute(text, params or []).fetchall()
 
 
 def figures(at: AppTest) -> list[dict]:

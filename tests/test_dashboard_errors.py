@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import duckdb
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.export import gallery_html
-from tests.conftest import REPO_ROOT
+from tests.conftest import open_dashboard, sql
 
 
 def app(monkeypatch, store, page: str | None = None, **params) -> AppTest:
-    monkeypatch.setenv("PERIODEYE_STORE", str(store))
-    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=120)
-    if page:
-        at.switch_page(f"views/{page}")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_dashboard(store, monkeypatch, page, **params)
 
 
-def sql(store, text, params=()):
-    with duckdb.connect(str(store), read_only=True) as con:
-        return con.execute(text, list(params)).fetchall()
 
 
 def gallery_count(at: AppTest) -> int:

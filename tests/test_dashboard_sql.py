@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.queries import sql_console
 from dashboard.queries.sql_console import run_query
-from tests.conftest import REPO_ROOT
+from tests.conftest import open_dashboard
 
 TABLES = ("runs", "predictions", "images", "annotations", "datasets")
 
@@ -136,14 +136,7 @@ def test_console_shares_the_process_with_other_readers(store):
 
 
 def page(monkeypatch, store, **params) -> AppTest:
-    monkeypatch.setenv("PERIODEYE_STORE", str(store))
-    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=90)
-    at.switch_page("views/sql.py")
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_dashboard(store, monkeypatch, "sql.py", **params)
 
 
 def test_page_refuses_a_hostile_query_from_the_url(monkeypatch, store):

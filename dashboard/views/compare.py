@@ -17,8 +17,8 @@ from scipy.stats import binomtest
 
 from dashboard import state
 from dashboard.queries import compare as q
-from dashboard.queries import store_exists, store_path
-from dashboard.queries.runs import labels, runs
+from dashboard.queries.runs import labels
+from dashboard.ui import choose_runs, require_runs
 
 PAGE_SIZE = 24
 GRID = 8
@@ -160,17 +160,8 @@ def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, 
 
 st.title("Compare runs")
 
-table = runs()
-if not store_exists() or table.empty:
-    st.info(f"No runs to compare yet ({store_path()}). Make some with `make artifacts`, then refresh this page.")
-    st.stop()
-
-if not state.get_list("runs"):
-    state.put(runs=default_runs(table))
-chosen = state.choose_many("Runs (the first is A, the second B)", table["run_id"].tolist(), "runs")
-if not chosen:
-    st.info("Pick one or more runs to compare.")
-    st.stop()
+table = require_runs()
+chosen = choose_runs("Runs (the first is A, the second B)", table, default_runs(table))
 
 c1, c2, c3 = st.columns(3)
 with c1:

@@ -12,10 +12,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import state
 from dashboard.queries import curves as q
-from dashboard.queries import store_exists, store_path
-from dashboard.queries.runs import runs
+from dashboard.ui import choose_runs, require_runs
 
 
 def default_runs(table: pd.DataFrame) -> list[str]:
@@ -65,17 +63,8 @@ def mark_best(fig: go.Figure, best: pd.DataFrame) -> None:
 
 st.title("Training curves")
 
-table = runs()
-if not store_exists() or table.empty:
-    st.info(f"No runs yet ({store_path()}). Make some with `make artifacts`, then refresh this page.")
-    st.stop()
-
-if not state.get_list("runs"):
-    state.put(runs=default_runs(table))
-chosen = state.choose_many("Runs", table["run_id"].tolist(), "runs")
-if not chosen:
-    st.info("Pick one or more runs.")
-    st.stop()
+table = require_runs()
+chosen = choose_runs("Runs", table, default_runs(table))
 
 rows = q.epochs(chosen)
 if rows.empty:

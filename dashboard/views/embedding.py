@@ -14,8 +14,8 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.queries import embedding as q
-from dashboard.queries import store_exists, store_path
-from dashboard.queries.runs import labels, runs
+from dashboard.queries.runs import labels
+from dashboard.ui import require_runs
 
 COLOURS = {
     "period": ("true_label", "true period"),
@@ -101,10 +101,7 @@ def show_neighbours(run_id: str, image_id: str, k: int = 8) -> None:
 
 st.title("Embedding map")
 
-table = runs()
-if not store_exists() or table.empty:
-    st.info(f"No runs yet ({store_path()}). Make some with `make artifacts`, then refresh this page.")
-    st.stop()
+table = require_runs()
 
 c1, c2, c3 = st.columns([2, 1, 1])
 with c1:

@@ -11,17 +11,15 @@ import streamlit as st
 from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
-from dashboard.queries.runs import artists, labels, runs
+from dashboard.queries.runs import artists, labels
+from dashboard.ui import require_runs
 
 PAGE_SIZE = 24
 COLUMNS = 6
 EXPORT_LIMIT = 500
 
 st.title("Errors")
-table = runs()
-if table.empty:
-    st.info("No runs in the store yet: run `make artifacts`, then refresh.")
-    st.stop()
+table = require_runs()
 
 with st.sidebar:
     run_id = state.choose("Run", table["run_id"].tolist(), "run")

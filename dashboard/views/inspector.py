@@ -13,14 +13,11 @@ from dashboard import state
 from dashboard.queries import inspector as q
 from dashboard.queries.annotations import annotations_for
 from dashboard.queries.embedding import neighbours
-from dashboard.queries.runs import runs
+from dashboard.ui import require_runs
 from pipeline.heatmaps import decode_map, overlay
 
 st.title("Inspector")
-table = runs()
-if table.empty:
-    st.info("No runs in the store yet: run `make artifacts`, then refresh.")
-    st.stop()
+table = require_runs()
 
 run_id = state.choose("Run", table["run_id"].tolist(), "run")
 dataset_id = q.run_dataset(run_id)
