@@ -19,6 +19,12 @@ import yaml
 
 SOURCES = ("demo", "imagefolder", "manifest", "historic_art")
 STRATEGIES = ("head", "finetune", "two_stage", "partial")
+# Lightning strategies a run may name in `distributed` (RunConfig.strategy is the freezing strategy). "ddp" runs the
+# whole command once per process (Lightning's launcher re-executes it; torchrun or SLURM may start them instead);
+# the spawn/fork variants are refused: their workers return only the final weights to the launching process, not
+# the per-epoch history and best-epoch weights a run stores.
+DISTRIBUTED = ("auto", "ddp")
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = REPO_ROOT / "artifacts" / "periodeye.duckdb"
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "datasets"
@@ -92,7 +98,9 @@ class RunConfig:
     seed: int = 0
     num_workers: int = 0
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | str = "auto"  # per node; on CPU an int > 1 means that many processes
+    num_nodes: int = 1
+    distributed: str = "auto"  # Lightning's `strategy`: "auto" (one process) or "ddp" (see DISTRIBUTED)
     max_minutes: float | None = None
     projection: str = "tsne"  # 2-D map of the embeddings: "tsne" or "pca"
 
@@ -172,6 +180,31 @@ def _validate_run(run: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: projection must be 'tsne' or 'pca'")
     if run.epochs < 1 or run.batch_size < 1:
         raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
+    _validate_distributed(run, where)
+
+
+def _validate_distributed(run: RunConfig, where: str) -> None:
+    def count(value: object) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    if run.devices != "auto" and (count(run.devices) is None or run.devices < 1):
+        raise ConfigError(f"{where}: devices must be 'auto' or a whole number >= 1, got {run.devices!r}")
+    if count(run.num_nodes) is None or run.num_nodes < 1:
+        raise ConfigError(f"{where}: num_nodes must be a whole number >= 1, got {run.num_nodes!r}")
+    if run.distributed in SPAWNING:
+        raise ConfigError(
+            f"{where}: distributed {run.distributed!r} is not supported: spawned workers hand back only the final "
+            "weights, not the epoch history and best-epoch weights a run stores; use 'ddp' (the command runs once "
+            "per process)"
+        )
+    if run.distributed not in DISTRIBUTED:
+        raise ConfigError(f"{where}: distributed {run.distributed!r} unknown; choose from {DISTRIBUTED}")
+    processes = (count(run.devices) or 1) * run.num_nodes
+    if run.lr_finder and (processes > 1 or run.distributed == "ddp"):
+        raise ConfigError(
+            f"{where}: lr_finder does not run with several processes (Lightning's tuner is single-process); "
+            "find the LR in a single-process run, then set lr: and drop lr_finder"
+        )
 
 
 def load_experiment(path: str | os.PathLike, data_path: str | None = None, store: str | None = None) -> Experiment:

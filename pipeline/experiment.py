@@ -2,6 +2,13 @@
 
 Runs already complete in the store with the same resolved config are skipped, so a killed
 `make artifacts` resumes with the runs still missing (a run is stored whole or not at all).
+
+Distributed runs (DDP) execute this whole module once per process: Lightning's `ddp` launcher
+re-executes the command when rank 0 reaches its first fit (torchrun/SLURM start every process
+themselves). Every process prepares the data and trains; only global rank 0 writes the store
+and the run's files. The process that launched the others passes on the list of runs it still
+has to do (PERIODEYE_RUN_QUEUE), so the processes it starts train exactly the same runs in the
+same order, whatever the store holds by then and whatever --force says.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,20 +29,31 @@ from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.evaluate import evaluate, forward_pass, heads_pass
-from pipeline.train import train
+from pipeline.train import end_distributed, is_global_zero, train
+
+RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
+
+
+LAUNCH_FIELDS = ("num_nodes", "distributed")  # added later: stores made before them stay valid
+DEFAULT_RUN = dataclasses.asdict(RunConfig(name=""))
 
 
 def config_hash(run: RunConfig, data: PreparedData) -> str:
     """Identity of a run's result: its settings and the exact images and splits it saw."""
     images = data.images
     content = "\n".join(images["image_id"] + " " + images["content_hash"] + " " + images["split"]).encode()
-    spec = {"run": dataclasses.asdict(run), "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
+    settings = dataclasses.asdict(run)
+    for name in LAUNCH_FIELDS:  # how many processes trained it only counts when not the default
+        if settings[name] == DEFAULT_RUN[name]:
+            del settings[name]
+    spec = {"run": settings, "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def prepare_data(exp: Experiment, progress: bool = True) -> PreparedData:
     data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress)
-    store.write_dataset(exp.store, data)
+    if is_global_zero():  # the other processes of a distributed run only read the cache
+        store.write_dataset(exp.store, data)
     return data
 
 
@@ -43,27 +62,53 @@ def run_experiment(
 ) -> list[dict]:
     """Train/evaluate/store every selected run still missing; returns one summary per run done."""
     runs = exp.select(only)
+    lead = is_global_zero()
     data = prepare_data(exp, progress)
-    print(
-        f"[data] {data.name}: {len(data.images)} images, {len(data.periods)} periods, {len(data.artists)} artists, "
-        f"{len(data.skipped)} skipped"
-    )
-    done = store.completed_runs(exp.store)
+    queue = os.environ.get(RUN_QUEUE_ENV)
+    if not lead and queue is not None:  # started by rank 0's launcher: do what it still had to do
+        names = json.loads(queue)
+        todo = [r for r in runs if r.name in names]
+    else:
+        if lead:
+            print(
+                f"[data] {data.name}: {len(data.images)} images, {len(data.periods)} periods, "
+                f"{len(data.artists)} artists, {len(data.skipped)} skipped"
+            )
+        done = store.completed_runs(exp.store)
+        todo = []
+        for run in runs:
+            run_id = exp.run_id(run)
+            if not force and done.get(run_id) == config_hash(run, data):
+                if lead:
+                    print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
+                continue
+            todo.append(run)
     summaries = []
-    for run in runs:
-        run_id = exp.run_id(run)
-        if not force and done.get(run_id) == config_hash(run, data):
-            print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
-            continue
-        summaries.append(run_one(exp, run, data, progress))
+    failed = True
+    try:
+        for i, run in enumerate(todo):
+            if lead:
+                os.environ[RUN_QUEUE_ENV] = json.dumps([r.name for r in todo[i:]])
+            summary = run_one(exp, run, data, progress)
+            if summary is not None:
+                summaries.append(summary)
+        failed = False
+    finally:
+        if lead:
+            os.environ.pop(RUN_QUEUE_ENV, None)
+        end_distributed(failed)
     return summaries
 
 
-def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool = True) -> dict:
-    """Train, evaluate on every image, save the checkpoint and resolved config, store atomically."""
+def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool = True) -> dict | None:
+    """Train, evaluate on every image, save the checkpoint and resolved config, store atomically.
+
+    In a distributed run every process trains; only global rank 0 goes on (the others return None)."""
     run_id = exp.run_id(run)
     started_at = datetime.now()
     result = train(run, data, progress=progress)
+    if result.global_rank != 0:
+        return None
 
     t0 = time.perf_counter()
     if result.features is not None:

@@ -3,22 +3,34 @@
 A frozen backbone with the deterministic transform gives the same features every epoch, so
 such stages compute the features once and train only the heads on them: exact, not an
 approximation, and one backbone pass instead of one per epoch.
+
+Several processes (`devices`, `num_nodes`, `distributed: ddp` in the run config) are Lightning's
+DDP strategy, nothing of ours: Lightning's launcher re-executes the command once per extra
+device (or torchrun/SLURM start every process), each process runs the same experiment, trains
+on its shard of the data (Lightning puts a DistributedSampler into our loaders), epoch metrics
+are reduced across processes, and after training only global rank 0 evaluates and writes
+(pipeline/experiment.py). A frozen-backbone stage computes the features in every process
+(the same deterministic pass, on that process's device) and trains the heads on per-rank
+shards of them. The LR finder is single-process only (refused with several processes).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.strategies import DDPStrategy
 
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
 from pipeline.data.loaders import make_loader
 from pipeline.data.prepare import PreparedData
 from pipeline.data.transforms import BatchTransform
@@ -31,6 +43,10 @@ from pipeline.models.lightning import IGNORE, ClassifierModule
 # Frozen blocks are kept in eval mode on purpose (BatchNorm statistics stay frozen too).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+# Between two distributed runs the other ranks wait in the next run's first collective while rank 0 evaluates,
+# attributes and stores the previous run, so the process group waits longer than torch's 30-minute default.
+DDP_TIMEOUT = timedelta(hours=4)
 
 
 @dataclass
@@ -53,6 +69,50 @@ class TrainResult:
     lr: float
     features: np.ndarray | None = None  # embeddings of every image when a frozen stage computed them
     notes: list[str] = field(default_factory=list)
+    world_size: int = 1  # training processes (DDP); only global rank 0 evaluates and stores
+    global_rank: int = 0
+
+
+def is_global_zero() -> bool:
+    """Whether this process is (or will be) global rank 0: the one that writes the store.
+
+    Inside a process group torch.distributed says. Before one exists, the launcher's environment does:
+    RANK (torchrun), NODE_RANK/LOCAL_RANK (Lightning's `ddp` launcher, which starts the extra local ranks when
+    rank 0 reaches its first fit), SLURM_PROCID. A process started by none of them is rank 0.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "LOCAL_RANK" in env:
+        return int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
+    return int(env.get("SLURM_PROCID", 0)) == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+
+
+_LAUNCHED: list = []  # processes Lightning's `ddp` launcher started from this one (subprocess.Popen)
+
+
+def end_distributed(failed: bool, wait_s: float = 120.0) -> None:
+    """End of an experiment: leave the process group, and in a process that launched others, wait for them to finish
+    their share (kill them at once after a failure here, so none is left waiting in a collective)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    deadline = time.monotonic() + wait_s
+    while _LAUNCHED:
+        proc = _LAUNCHED.pop()
+        if failed:
+            proc.kill()
+        else:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # subprocess.TimeoutExpired: it should have ended with its last run
+                proc.kill()
+        proc.wait()
 
 
 def stages_for(run: RunConfig) -> list[Stage]:
@@ -95,7 +155,10 @@ class EpochRecorder(Callback):
 
 
 class BestWeights(Callback):
-    """Keeps a CPU copy of the model at its best validation accuracy (ties: the earlier epoch)."""
+    """Keeps a CPU copy of the model at its best validation accuracy (ties: the earlier epoch).
+
+    Under DDP val_acc is reduced across processes and the weights are the same in every process, so every rank
+    keeps the same epoch; rank 0's copy is the one stored."""
 
     def __init__(self) -> None:
         self.best, self.state, self.epoch, self.offset = -1.0, None, 0, 0
@@ -109,6 +172,30 @@ class BestWeights(Callback):
             self.state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
 
 
+class ShardReport(Callback):
+    """With several processes, each rank says how much data it trains on and the val_acc it sees (the same on
+    every rank: the metrics are reduced across processes)."""
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            train_n = len(trainer.train_dataloader.sampler)
+            val_n = sum(len(loader.sampler) for loader in _loaders(trainer.val_dataloaders))
+            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size} ({trainer.strategy.process_group_backend})"
+                  f": {train_n} train / {val_n} val images on this rank", flush=True)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            acc = trainer.callback_metrics.get("val_acc")
+            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size}: last val_acc="
+                  f"{float(acc) if acc is not None else float('nan'):.6f}", flush=True)
+
+
+def _loaders(loaders) -> list:
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+
+
 def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainResult:
     """Build the model for `run`, fit every stage, and return it with its best weights."""
     pl.seed_everything(run.seed, workers=True, verbose=False)
@@ -120,6 +207,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=run.head_dropout)
     transform = BatchTransform(data.config.crop, mean=backbone.mean, std=backbone.std, hflip=run.hflip)
     device = pick_device(run.accelerator)
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        device = torch.device("cuda", local_rank())  # this process's GPU (for the feature pass); 0 unless launched
     split = data.images["split"].to_numpy()
     idx = {s: np.flatnonzero(split == s) for s in ("train", "val")}
     rows = data.images["cache_index"].to_numpy()
@@ -131,6 +220,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     lr = run.lr
     notes: list[str] = []
     stages = stages_for(run)
+    threads = torch.get_num_threads()  # Lightning lowers it for several processes; restored for evaluation
+    world_size, rank = 1, 0
     for i, stage in enumerate(stages):
         if stage.name == "head":
             apply_strategy(backbone, "head")
@@ -159,30 +250,46 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             lr = module.lr = find_lr(run, device, from_features, module, loaders, notes)
         recorder = EpochRecorder(stage.name, offset=len(history))
         best.offset = len(history)
-        callbacks = [EarlyStopping("val_acc", mode="max", patience=run.patience), best, recorder]
-        make_trainer(run, device, from_features, stage.epochs, callbacks, progress).fit(module, *loaders)
+        callbacks = [EarlyStopping("val_acc", mode="max", patience=run.patience), best, recorder, ShardReport()]
+        trainer = make_trainer(run, device, from_features, stage.epochs, callbacks, progress)
+        trainer.fit(module, *loaders)
+        world_size, rank = trainer.world_size, trainer.global_rank
+        _LAUNCHED.extend(p for p in getattr(trainer.strategy.launcher, "procs", []) if p not in _LAUNCHED)
         history += recorder.rows
         if best.state is not None:
             model.load_state_dict(best.state)
     seconds = time.perf_counter() - started
+    torch.set_num_threads(threads)
+    if world_size > 1:
+        notes.append(f"trained on {world_size} processes (DDP, {_backend()}), each on its shard of the data")
     if features is not None and any(s.name != "head" for s in stages):
         features = None  # the backbone changed after the features were taken
     return TrainResult(
         model=model, transform=transform, labels=labels, targets=targets,
-        epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds, device=str(device), lr=lr,
-        features=features, notes=notes,
+        epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds, device=str(pick_device(run.accelerator)),
+        lr=lr, features=features, notes=notes, world_size=world_size, global_rank=rank,
     )
+
+
+def _backend() -> str:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return str(torch.distributed.get_backend())
+    return "?"
 
 
 def make_trainer(
     run: RunConfig, device: torch.device, from_features: bool, epochs: int, callbacks: list, progress: bool,
     root_dir: str | None = None,
 ) -> pl.Trainer:
+    """Lightning does the distribution: devices and num_nodes from the run, strategy from `run.distributed`."""
+    gpu = device.type == "cuda"
     return pl.Trainer(
         default_root_dir=root_dir,
         max_epochs=epochs,
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=run.devices if device.type == "cuda" else 1,
+        accelerator="gpu" if gpu else "cpu",
+        devices=run.devices if gpu or isinstance(run.devices, int) else 1,  # CPU: an int is a process count
+        num_nodes=run.num_nodes,
+        strategy=DDPStrategy(timeout=DDP_TIMEOUT) if run.distributed == "ddp" else run.distributed,
         precision="bf16-mixed" if device.type == "cuda" and not from_features else "32-true",
         callbacks=callbacks,
         logger=False,
@@ -204,6 +311,9 @@ def find_lr(
     steps = max(40, min(100, len(loaders[0]) * 2))
     with tempfile.TemporaryDirectory() as scratch:  # lr_find checkpoints the model to restore it afterwards
         trainer = make_trainer(run, device, from_features, steps // max(1, len(loaders[0])) + 1, [], False, scratch)
+        if trainer.world_size > 1:
+            raise ConfigError(f"run {run.name!r}: lr_finder runs in a single process only; this run would use "
+                              f"{trainer.world_size} (devices x num_nodes); set lr: and drop lr_finder")
         finder = Tuner(trainer).lr_find(
             module, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
             min_lr=1e-6, max_lr=1.0, num_training=steps, early_stop_threshold=None, update_attr=False,

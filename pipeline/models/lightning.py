@@ -3,6 +3,10 @@
 It trains either from uint8 image batches (normalised and cropped on the device by a
 BatchTransform) or, for a frozen backbone, from precomputed features (`from_features=True`),
 where only the heads run.
+
+Under DDP (several processes, each on its shard of the data) the epoch metrics are reduced
+across processes (`sync_dist`), so every rank sees the same val_acc for early stopping, the
+LR schedule and the best-epoch choice.
 """
 
 from __future__ import annotations
@@ -58,20 +62,31 @@ class ClassifierModule(pl.LightningModule):
         self.model.train()
         keep_frozen_in_eval(self.model)
 
+    @property
+    def distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x, train=stage == "train")
         loss = torch.zeros((), device=x.device)
+        sync = self.distributed
         for i, task in enumerate(self.tasks):
             target = y[:, i]
             if (target != IGNORE).any():
                 loss = loss + F.cross_entropy(logits[task], target, ignore_index=IGNORE)
+            elif sync:
+                # A head with no known target in this batch still joins the graph (with a zero loss): DDP
+                # expects a gradient for every trainable parameter on every rank at every step.
+                loss = loss + logits[task].sum() * 0.0
             known = target != IGNORE
             hits = logits[task].argmax(1)[known] == target[known]
             acc = hits.float().mean() if known.any() else loss.new_tensor(0.0)
             name = f"{stage}_acc" if task == "period" else f"{stage}_{task}_acc"
-            self.log(name, acc, on_step=False, on_epoch=True, prog_bar=task == "period", batch_size=len(x))
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(x))
+            self.log(name, acc, on_step=False, on_epoch=True, prog_bar=task == "period", batch_size=len(x),
+                     sync_dist=sync)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(x),
+                 sync_dist=sync)
         return loss
 
     def training_step(self, batch, batch_idx):
