@@ -87,10 +87,9 @@ if near.empty:
     st.info("No embedding stored for this image.")
 else:
     cols = st.columns(len(near))
-    for col, n in zip(cols, near.itertuples(), strict=True):
-        n_meta = q.image(dataset_id, n.image_id)
-        col.image(bytes(n_meta["thumbnail"]), width="stretch")
-        col.markdown(f"{n_meta['period']} · {n.similarity:.2f}  \n[inspect](inspector?"
+    for col, n in zip(cols, near.itertuples(), strict=True):  # one query brought the neighbours' thumbnails too
+        col.image(bytes(n.thumbnail), width="stretch")
+        col.markdown(f"{n.period} · {n.similarity:.2f}  \n[inspect](inspector?"
                      f"{urlencode({'run': run_id, 'image': n.image_id})})")
 
 st.subheader("Annotations")
