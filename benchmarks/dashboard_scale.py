@@ -178,22 +178,14 @@ def variants(f: dict) -> list[Variant]:
                 ids = qi.candidates(run)["image_id"].tolist()
                 ctx["image"] = image or ids[0]
 
-            def neighbours():
-                ctx["near"] = qe.neighbours(run, ctx["image"], 9)
-
-            def neighbour_images():
-                for n in ctx["near"]["image_id"]:
-                    if n != ctx["image"]:
-                        qi.image(f["dataset"], n)
-
             return router + [
                 ("runs", qr.runs), ("run_dataset", lambda: qi.run_dataset(run)), ("candidates", candidates),
                 ("image", lambda: qi.image(f["dataset"], ctx["image"])),
                 ("probabilities", lambda: qi.probabilities(f["dataset"], ctx["image"])),
                 ("maps", lambda: qi.maps(f["dataset"], ctx["image"])), ("geometry", lambda: qi.geometry(f["dataset"])),
                 ("inspector.agreement", lambda: qi.agreement(f["dataset"], ctx["image"])),
-                ("sanity", lambda: qi.sanity(run)), ("neighbours", neighbours),
-                ("image x8 (neighbours)", neighbour_images),
+                ("sanity", lambda: qi.sanity(run)),
+                ("neighbours (with their thumbnails)", lambda: qe.neighbours(run, ctx["image"], 9)),
                 ("annotations_for", lambda: qa.annotations_for(f["dataset"], ctx["image"])),
             ]
         return steps

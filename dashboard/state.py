@@ -76,7 +76,7 @@ def choose_many(label: str, options: Sequence[str], key: str, **kwargs) -> list[
     """A multiselect whose values live in the URL under `key` (repeated)."""
     options = list(options)
     widget_key = f"w_{key}"
-    _seed(widget_key, [v for v in get_list(key) if v in options])
+    _seed(widget_key, list(dict.fromkeys(v for v in get_list(key) if v in options)))  # a link may repeat a value
     st.session_state[widget_key] = [v for v in st.session_state[widget_key] if v in options]
     value = st.multiselect(label, options, key=widget_key, **kwargs)
     _store(key, widget_key, value)

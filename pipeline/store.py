@@ -118,7 +118,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create missing tables, and add columns a newer schema introduced to an older store."""
     version = None
     if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
-        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # read it all:
+        version = rows[0] if rows else None  # DuckDB 2 refuses register() while a result is pending
     if version and version[0] == SCHEMA_VERSION:
         return
     con.execute(SCHEMA)

@@ -164,3 +164,8 @@ def test_empty_store_shows_a_friendly_message(tmp_path, monkeypatch):
     at = open_page(tmp_path / "missing.duckdb", monkeypatch)
     assert any("No runs" in i.value for i in at.info)
     assert not at.dataframe
+
+
+def test_a_link_repeating_a_run_does_not_break_the_page(demo_store, monkeypatch):
+    at = open_page(demo_store, monkeypatch, runs=["tiny/head", "tiny/head", "tiny/finetune"])
+    assert at.multiselect(key="w_runs").value == ["tiny/head", "tiny/finetune"]

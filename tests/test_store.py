@@ -119,3 +119,11 @@ def test_lock_wait_gives_up_with_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_fresh_connection_can_register_data_at_once(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    with store.connect(path) as con:  # schema check ran; nothing of it may be left pending
+        con.register("t", pd.DataFrame({"a": [1]}))
+        assert con.execute("SELECT a FROM t").fetchall() == [(1,)]
