@@ -21,8 +21,8 @@ test: $(VENV)/.installed  ## the whole test suite (CPU only)
 dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote
 	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --browser.gatherUsageStats false
 
-bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); the dashboard one: python -m benchmarks.dashboard_scale
-	$(PY) -m benchmarks.attributions
+bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); FULL=1: GPU-sized; the dashboard one: python -m benchmarks.dashboard_scale
+	$(PY) -m benchmarks $(if $(FULL),--full)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -1,0 +1,82 @@
+"""Every speed benchmark in one process: a table per benchmark, a summary against the targets, a results file.
+
+    .venv/bin/python -m benchmarks            # quick: small sizes, the whole thing in minutes on a 2-core CPU
+    .venv/bin/python -m benchmarks --full     # 224px, bigger sets, more batches: for a GPU machine
+    .venv/bin/python -m benchmarks --only evaluation feature_cache
+
+Prints markdown (for BENCHMARKS.md) and writes artifacts/bench/results.json. Every figure is a ratio of variants
+measured side by side in this one run: compare ratios, not absolute rates, across machines and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmarks import common
+
+BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages")
+DASHBOARD = "benchmarks.dashboard_scale"
+
+
+def dashboard_module():
+    """benchmarks.dashboard_scale if it exists and offers run(quick); else None."""
+    if importlib.util.find_spec(DASHBOARD) is None:
+        return None
+    module = importlib.import_module(DASHBOARD)
+    return module if callable(getattr(module, "run", None)) else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="GPU-sized run: 224px, bigger sets, more batches")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these benchmarks")
+    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results JSON (default %(default)s)")
+    args = parser.parse_args(argv)
+    quick = not args.full
+    info = common.machine()
+    started = time.perf_counter()
+    print(f"# Period Eye benchmarks — {'quick' if quick else 'full'} mode, {common.now()}\n")
+    print(common.machine_line(info) + "\n", flush=True)
+    payload: dict = {"mode": "quick" if quick else "full", "started": common.now(), "machine": info, "benchmarks": {}}
+    summary: list[dict] = []
+    for name in args.only or BENCHMARKS:
+        print(f"## {name}\n", flush=True)
+        torch.set_flush_denormal(False)  # a fresh process's default (attribute_run turns it on and leaves it on)
+        first_table = len(common.TABLES)
+        load_before = common.load()
+        t0 = time.perf_counter()
+        try:
+            rows = importlib.import_module(f"benchmarks.{name}").run(quick)
+            error = None
+        except Exception as exc:  # one broken benchmark should not cost the others' results
+            traceback.print_exc()
+            rows, error = [], f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - t0
+        load = [load_before, common.load()]
+        print(f"({name}: {seconds:.0f} s; 1-minute load average {load[0]} before, {load[1]} after)\n", flush=True)
+        summary += rows
+        payload["benchmarks"][name] = {"seconds": seconds, "load_average": load, "results": rows, "error": error,
+                                       "tables": common.TABLES[first_table:]}
+    dashboard = dashboard_module() if not quick else None
+    if dashboard is not None:
+        print("## dashboard_scale\n", flush=True)
+        summary += dashboard.run(quick)
+    else:
+        print("The dashboard scale benchmark runs separately (full mode calls it once it offers run(quick)):\n"
+              "    .venv/bin/python -m benchmarks.make_big_store /tmp/periodeye-big.duckdb\n"
+              "    .venv/bin/python -m benchmarks.dashboard_scale /tmp/periodeye-big.duckdb\n")
+    common.summary_table(summary)
+    payload.update(summary=summary, wall_seconds=time.perf_counter() - started, finished=common.now(),
+                   load_average_after=common.machine()["load_average"])
+    print(f"total {payload['wall_seconds']:.0f} s; results in {common.write_results(payload, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
