@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import time
 import traceback
 from pathlib import Path
@@ -21,16 +20,7 @@ import torch
 
 from benchmarks import common
 
-BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages")
-DASHBOARD = "benchmarks.dashboard_scale"
-
-
-def dashboard_module():
-    """benchmarks.dashboard_scale if it exists and offers run(quick); else None."""
-    if importlib.util.find_spec(DASHBOARD) is None:
-        return None
-    module = importlib.import_module(DASHBOARD)
-    return module if callable(getattr(module, "run", None)) else None
+BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,14 +54,6 @@ def main(argv: list[str] | None = None) -> None:
         summary += rows
         payload["benchmarks"][name] = {"seconds": seconds, "load_average": load, "results": rows, "error": error,
                                        "tables": common.TABLES[first_table:]}
-    dashboard = dashboard_module() if not quick else None
-    if dashboard is not None:
-        print("## dashboard_scale\n", flush=True)
-        summary += dashboard.run(quick)
-    else:
-        print("The dashboard scale benchmark runs separately (full mode calls it once it offers run(quick)):\n"
-              "    .venv/bin/python -m benchmarks.make_big_store /tmp/periodeye-big.duckdb\n"
-              "    .venv/bin/python -m benchmarks.dashboard_scale /tmp/periodeye-big.duckdb\n")
     common.summary_table(summary)
     payload.update(summary=summary, wall_seconds=time.perf_counter() - started, finished=common.now(),
                    load_average_after=common.machine()["load_average"])

@@ -81,31 +81,58 @@ def _is_lock_error(exc: Exception) -> bool:
     )
 
 
-@contextmanager
-def connect(
-    path: str | Path, read_only: bool = False, wait_seconds: float = 60.0
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store briefly; wait (with backoff) while another process holds DuckDB's file lock."""
+def writer_flag(path: str | Path) -> Path:
+    """Exists while a writer waits for the store: long-lived readers (the dashboard's) close when they see it."""
+    path = Path(path)
+    return path.with_name(path.name + ".writer-waiting")
+
+
+def writer_waiting(path: str | Path) -> bool:
+    return writer_flag(path).exists()
+
+
+def open_connection(path: str | Path, read_only: bool = False, wait_seconds: float = 60.0
+                    ) -> duckdb.DuckDBPyConnection:
+    """Open the store; wait (with backoff) while another process holds DuckDB's file lock.
+
+    A writer raises the writer flag while it waits, so readers that keep a connection open let go of it."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + wait_seconds
     delay = 0.05
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            waited = time.monotonic() - started
-            if waited > 2:
-                print(f"[store] waited {waited:.1f}s for the lock on {path}", file=sys.stderr)
-            break
-        except duckdb.Error as exc:
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
-                if _is_lock_error(exc):
-                    raise StoreLockedError(f"{path} is locked by another process (waited {wait_seconds:.0f}s)") from exc
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    flag = None
+    try:
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                waited = time.monotonic() - started
+                if waited > 2:
+                    print(f"[store] waited {waited:.1f}s for the lock on {path}", file=sys.stderr)
+                return con
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise StoreLockedError(
+                            f"{path} is locked by another process (waited {wait_seconds:.0f}s)") from exc
+                    raise
+                if not read_only:  # (again each time: another writer may have got in and taken the flag down)
+                    flag = writer_flag(path)
+                    flag.touch()
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    finally:
+        if flag is not None:
+            flag.unlink(missing_ok=True)
+
+
+@contextmanager
+def connect(
+    path: str | Path, read_only: bool = False, wait_seconds: float = 60.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store briefly (see open_connection); a writer's connection has the current schema."""
+    con = open_connection(path, read_only, wait_seconds)
     try:
         if not read_only:
             ensure_schema(con)

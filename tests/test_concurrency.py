@@ -43,3 +43,28 @@ def test_dashboard_reads_while_the_pipeline_writes(demo_store, tmp_path, monkeyp
     at.run()
     assert "tiny/extra" in set(at.dataframe[0].value["run_id"])
     assert renders >= 2
+
+
+def test_the_dashboards_open_connection_lets_a_waiting_writer_in(demo_store, tmp_path):
+    """The shared reader keeps the store open between page views (IDLE_SECONDS); a writer in another process
+    raises the writer flag and gets the file within its own short wait, and the reader reopens afterwards."""
+    from dashboard.queries.reader import IDLE_SECONDS, READER, file_version
+
+    store = tmp_path / "store.duckdb"
+    shutil.copy(demo_store, store)
+    with READER.cursor(store, file_version(store)) as con:
+        before = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    writer = (
+        "import sys; from pipeline import store\n"
+        "with store.connect(sys.argv[1], wait_seconds=float(sys.argv[2])) as con:\n"
+        "    con.execute(\"INSERT INTO meta VALUES ('touched', 'yes')\")\n"
+    )
+    wait = IDLE_SECONDS / 3  # far shorter than the reader's idle timeout: only the flag can let it in
+    done = subprocess.run([sys.executable, "-c", writer, str(store), str(wait)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "store.duckdb.writer-waiting").exists()
+    with READER.cursor(store, file_version(store)) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'touched'").fetchone() == ("yes",)
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == before
+    READER.release()

@@ -1,9 +1,9 @@
-"""Read-only access to the store for every page: short-lived connections, cached results.
+"""Read-only access to the store for every page: one shared connection, cached results.
 
-Each query opens a read-only connection, runs, and closes, so the pipeline can take the
-write lock between page views (DuckDB's lock is per process; we retry while it is held).
-Results are cached per (store file, its modification time), so a refresh after
-`make artifacts` shows new runs while repeated page views cost nothing.
+Queries run on cursors of one read-only connection that lets go of the file whenever a
+writer waits (reader.py), so the pipeline can write while the dashboard is open. Results are
+cached per (store file, its modification time), so a refresh after `make artifacts` shows new
+runs while repeated page views cost nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import streamlit as st
 
+from dashboard.queries.reader import READER, file_version
 from pipeline import store as pipeline_store
 
 DEFAULT_STORE = Path(__file__).resolve().parents[2] / "artifacts" / "periodeye.duckdb"
@@ -30,10 +32,7 @@ def store_path() -> Path:
 
 def store_version() -> float:
     """Changes whenever the pipeline commits: keys every cache below."""
-    path = store_path()
-    wal = path.with_name(path.name + ".wal")
-    stamps = [p.stat().st_mtime_ns for p in (path, wal) if p.exists()]
-    return max(stamps) if stamps else 0.0
+    return file_version(store_path())
 
 
 def store_exists() -> bool:
@@ -42,7 +41,7 @@ def store_exists() -> bool:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cached(path: str, version: float, sql: str, params: tuple) -> pd.DataFrame:
-    with pipeline_store.connect(path, read_only=True, wait_seconds=15) as con:
+    with READER.cursor(path, version) as con:
         return con.execute(sql, list(params)).df()
 
 
@@ -55,9 +54,12 @@ def query(sql: str, params: tuple | list = ()) -> pd.DataFrame:
 
 def outdated_schema() -> str | None:
     """The store's schema version when it is older than this code's (None when current or absent)."""
-    if not store_exists() or not has_table("meta"):
+    if not store_exists():
         return None
-    df = query("SELECT value FROM meta WHERE key = 'schema_version'")
+    try:
+        df = query("SELECT value FROM meta WHERE key = 'schema_version'")
+    except duckdb.CatalogException:  # an empty file: nothing written yet
+        return None
     version = df["value"].iloc[0] if len(df) else "0"
     return None if version == pipeline_store.SCHEMA_VERSION else version
 

@@ -24,23 +24,10 @@ import duckdb
 import pandas as pd
 
 from dashboard.queries import query
-from dashboard.queries.annotations import connect_retrying
+from dashboard.queries.reader import MEMORY_LIMIT, READER, LockdownError, file_version, lock_down  # noqa: F401
 
 MAX_ROWS = 10_000
 TIME_LIMIT_S = 5.0
-MEMORY_LIMIT = "1GB"
-
-# Applied in this order: every SET must come before the lock, which forbids later changes (its own undoing too).
-# (setting, value to SET, value duckdb_settings() then reports, must hold for the console to run)
-LOCKDOWN = (
-    ("temp_directory", "''", "", False),  # no spilling: a query that needs more than memory_limit fails instead
-    ("memory_limit", f"'{MEMORY_LIMIT}'", None, False),
-    ("enable_external_access", "false", "false", True),  # no files (read_csv, COPY, ATTACH, glob), no network
-    ("autoinstall_known_extensions", "false", "false", True),
-    ("autoload_known_extensions", "false", "false", True),
-    ("lock_configuration", "true", "true", True),  # last: SET/RESET of anything now fails
-)
-
 EXAMPLES = {
     "Errors per artist": """\
 SELECT p.run_id, i.artist,
@@ -149,21 +136,6 @@ def _first_lines(exc: Exception, n: int = 4) -> str:
     return "\n".join(str(exc).strip().splitlines()[:n])
 
 
-def lock_down(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply LOCKDOWN, then check DuckDB reports every required value (the instance may be shared and
-    already locked by an earlier console query, in which case the SETs fail but the values hold)."""
-    for name, value, _, _ in LOCKDOWN:
-        with contextlib.suppress(duckdb.Error):  # verified below
-            con.execute(f"SET {name} = {value}")
-    names = [name for name, *_ in LOCKDOWN]
-    actual = dict(con.execute("SELECT name, value FROM duckdb_settings() WHERE list_contains(?, name)",
-                              [names]).fetchall())
-    for name, _, expected, required in LOCKDOWN:
-        if required and str(actual.get(name)).lower() != expected:
-            raise Refused(f"Could not lock the console's connection down ({name} = {actual.get(name)}): "
-                          "nothing was run.")
-
-
 def run_query(path: str | Path, sql: str, max_rows: int = MAX_ROWS, time_limit: float = TIME_LIMIT_S) -> Result:
     """Run one user statement on a locked-down read-only connection; errors come back as `Result.error`."""
     started = time.perf_counter()
@@ -175,8 +147,7 @@ def run_query(path: str | Path, sql: str, max_rows: int = MAX_ROWS, time_limit: 
         return Result(error=f"No store at {path}: run `make artifacts` first.")
     fired = threading.Event()
     try:
-        with connect_retrying(path, read_only=True) as con:
-            lock_down(con)
+        with READER.cursor(path, file_version(path)) as con:  # locked down (see reader.py)
 
             def stop() -> None:
                 fired.set()
@@ -208,6 +179,8 @@ def _explain_error(exc: Exception, timed_out: bool, time_limit: float) -> str:
     if timed_out or isinstance(exc, duckdb.InterruptException):
         return (f"Stopped: the query ran past the console's time limit ({time_limit:g} s). Filter or aggregate "
                 "before joining, or add a LIMIT.")
+    if isinstance(exc, LockdownError):
+        return f"Refused: {exc}; nothing was run."
     if isinstance(exc, duckdb.PermissionException):
         return ("Refused: this console cannot read or write files, load extensions or reach the network; it queries "
                 f"the store's own tables only.\n\nDuckDB said: {_first_lines(exc, 2)}")
