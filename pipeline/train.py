@@ -16,12 +16,15 @@ shards of them. The LR finder is single-process only (refused with several proce
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -231,10 +234,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             unfreeze_all(backbone)
         from_features = stage.name == "head" and run.feature_cache and not run.hflip
         if from_features and features is None:
-            features, _ = forward_pass(
-                model, transform, data.pixels, rows, run.batch_size * 2, device, heads=False,
-                desc="features (frozen backbone)", progress=progress,
-            )
+            features = frozen_features(run, model, transform, data, rows, device, progress, notes)
         source, source_rows = (features, np.arange(len(rows))) if from_features else (data.pixels, rows)
         loaders = [
             make_loader(source, source_rows[idx[s]], targets[idx[s]], run.batch_size, shuffle=s == "train",
@@ -269,6 +269,39 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds, device=str(pick_device(run.accelerator)),
         lr=lr, features=features, notes=notes, world_size=world_size, global_rank=rank,
     )
+
+
+def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, rows: np.ndarray) -> Path | None:
+    """Where the frozen backbone's features of these images are kept between runs (None: not cacheable).
+
+    Only pretrained weights give the same features in every run; the key is everything they depend on: the
+    decoded cache file (path and modification time), which rows, the backbone, crop and normalisation."""
+    filename = getattr(data.pixels, "filename", None)
+    if not run.pretrained or filename is None:
+        return None
+    pixels = Path(filename)
+    spec = [str(pixels), pixels.stat().st_mtime_ns, hashlib.sha1(rows.tobytes()).hexdigest(), run.backbone,
+            transform.crop, transform.mean.flatten().tolist(), transform.std.flatten().tolist(), torch.__version__]
+    digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
+    return pixels.parent / "features" / f"{run.backbone}-{digest}.npy"
+
+
+def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTransform, data: PreparedData,
+                    rows: np.ndarray, device: torch.device, progress: bool, notes: list[str]) -> np.ndarray:
+    """The frozen backbone's embedding of every image: one pass, kept on disk for the next run with this backbone
+    (another head, LR or seed trains on them at once)."""
+    path = feature_file(run, transform, data, rows)
+    if path is not None and path.exists():
+        notes.append(f"frozen-backbone features reused from {path.name}")
+        return np.load(path)
+    features, _ = forward_pass(model, transform, data.pixels, rows, run.batch_size * 2, device, heads=False,
+                               desc="features (frozen backbone)", progress=progress)
+    if path is not None and is_global_zero():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npy")
+        np.save(tmp, features)
+        os.replace(tmp, path)  # whole or absent: a killed run leaves no half file under the real name
+    return features
 
 
 def _backend() -> str:

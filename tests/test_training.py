@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +63,18 @@ def test_early_stopping_stops_before_max_epochs(tiny_data):
     run = RunConfig(name="es", strategy="head", epochs=50, lr=0.0, patience=1, batch_size=64)  # lr 0: never improves
     result = train(run, tiny_data, progress=False)
     assert len(result.epochs) == 2
+
+
+def test_frozen_features_are_kept_on_disk_for_the_next_run_of_that_backbone(tiny_data):
+    folder = Path(tiny_data.pixels.filename).parent / "features"
+    shutil.rmtree(folder, ignore_errors=True)
+    run = RunConfig(name="a", strategy="head", epochs=2, lr=0.01, batch_size=64, patience=10)
+    first = train(run, tiny_data, progress=False)
+    assert not any("reused" in n for n in first.notes)
+    assert [f.suffix for f in folder.iterdir()] == [".npy"]  # one whole file, no temporary left
+    second = train(dataclasses.replace(run, name="b", lr=0.05, seed=1), tiny_data, progress=False)
+    assert any("reused" in n for n in second.notes)
+    np.testing.assert_array_equal(first.features, second.features)
+    untrained = train(dataclasses.replace(run, name="c", pretrained=False), tiny_data, progress=False)
+    assert not any("reused" in n for n in untrained.notes)  # random weights: features differ per run, never kept
+    assert len(list(folder.iterdir())) == 1
