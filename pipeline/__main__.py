@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline {artifacts,run,prepare,list} --help."""
+"""Command line: python -m pipeline {artifacts,run,prepare,list,explain,evaluate} --help."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", help="explain this period instead of the predicted one")
     p.add_argument("--out", help="overlay PNG to write (default: <image>.explained.png)")
     p.add_argument("--store", help="DuckDB store")
+
+    p = sub.add_parser("evaluate", help="score a stored run on another labelled collection; stored as RUN@NAME")
+    p.add_argument("--run", required=True, help="run id, e.g. demo/lite0-head (see `list`)")
+    p.add_argument("--data", required=True, help="the collection: ImageFolder dir, manifest CSV, Historic Art dir")
+    p.add_argument("--name", help="collection name in the stored run id RUN@NAME (default: the folder/file stem)")
+    p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+    p.add_argument("--no-attributions", action="store_true", help="store no saliency maps")
+    p.add_argument("--max-attributions", type=int, metavar="N", help="explain at most N images (default: as the "
+                   "run's experiment did, else 200)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     args = parser.parse_args(argv)
     try:
@@ -94,6 +104,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.collection import evaluate_collection
+
+    if args.max_attributions is not None and args.max_attributions < 0:
+        raise ConfigError(f"--max-attributions must be >= 0, got {args.max_attributions}")
+    evaluate_collection(store_path(args), args.run, args.data, name=args.name, attributions=not args.no_attributions,
+                        max_attributions=args.max_attributions, progress=not args.quiet)
+    return 0
+
+
 def store_path(args: argparse.Namespace) -> str:
     import os
 
@@ -102,7 +122,8 @@ def store_path(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE)
 
 
-COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain}
+COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain,
+            "evaluate": cmd_evaluate}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 SOURCES = ("demo", "imagefolder", "manifest", "historic_art")
-STRATEGIES = ("head", "finetune", "two_stage", "partial")
+STRATEGIES = ("head", "finetune", "two_stage", "partial", "ensemble")
+TTA_VIEWS = ("flip", "crops")
+SPLIT_MODES = ("counts", "fractions", "none")  # "none": all test (an outside collection to evaluate on)
 # Lightning strategies a run may name in `distributed` (RunConfig.strategy is the freezing strategy). "ddp" runs the
 # whole command once per process (Lightning's launcher re-executes it; torchrun or SLURM may start them instead);
 # the spawn/fork variants are refused: their workers return only the final weights to the launching process, not
@@ -36,7 +38,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class SplitConfig:
-    """`counts`: fixed val/test images per class; `fractions`: stratified shares."""
+    """`counts`: fixed val/test images per class; `fractions`: stratified shares; `none`: every image is test
+    (a collection only evaluated, never trained on)."""
 
     mode: str = "fractions"
     val: float = 0.2
@@ -103,6 +106,16 @@ class RunConfig:
     distributed: str = "auto"  # Lightning's `strategy`: "auto" (one process) or "ddp" (see DISTRIBUTED)
     max_minutes: float | None = None
     projection: str = "tsne"  # 2-D map of the embeddings: "tsne" or "pca"
+    # Recipe (configs/wikiart-best.yaml); the defaults are the reference study's recipe.
+    pooling: str = "avg"  # "style": + mean/std of earlier blocks' activations (pipeline/models/pooling.py)
+    optimizer: str = "sgd"  # or "adamw"
+    schedule: str = "plateau"  # ReduceLROnPlateau on val acc, or "cosine" (per step, after warmup_epochs)
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) blending of inputs (images, or features of a frozen backbone); 0: off
+    crop_scale: list[float] | None = None  # [min, max] area share: random resized crops inside the painting
+    tta: list[str] = field(default_factory=list)  # test-time views averaged: "flip", "crops" (4 corners + centre)
+    members: list[str] = field(default_factory=list)  # strategy "ensemble": runs whose probabilities are averaged
 
     @property
     def head_dropout(self) -> float:
@@ -178,9 +191,29 @@ def _validate_run(run: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: tasks must be [period] or [period, artist], got {run.tasks}")
     if run.projection not in ("tsne", "pca"):
         raise ConfigError(f"{where}: projection must be 'tsne' or 'pca'")
+    _validate_recipe(run, where)
     if run.epochs < 1 or run.batch_size < 1:
         raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
     _validate_distributed(run, where)
+
+
+def _validate_recipe(run: RunConfig, where: str) -> None:
+    from pipeline.models.classifier import POOLINGS
+
+    choices = {"pooling": POOLINGS, "optimizer": ("sgd", "adamw"), "schedule": ("plateau", "cosine")}
+    for name, allowed in choices.items():
+        if getattr(run, name) not in allowed:
+            raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(run, name)!r}")
+    if not 0 <= run.label_smoothing < 1 or run.mixup < 0 or run.warmup_epochs < 0:
+        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), mixup and warmup_epochs >= 0")
+    scale = run.crop_scale
+    if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise ConfigError(f"{where}: crop_scale must be [min, max] with 0 < min <= max <= 1, got {scale}")
+    bad = [v for v in run.tta if v not in TTA_VIEWS]
+    if bad:
+        raise ConfigError(f"{where}: tta views {bad} unknown; choose from {TTA_VIEWS}")
+    if (run.strategy == "ensemble") != bool(run.members):
+        raise ConfigError(f"{where}: strategy 'ensemble' needs members: [run names], and only it takes members")
 
 
 def _validate_distributed(run: RunConfig, where: str) -> None:
@@ -231,8 +264,8 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
         raise ConfigError(f"{path}: data.source {data.source!r} unknown; choose from {SOURCES}")
     if data.source != "demo" and not data.path:
         raise ConfigError(f"{path}: data.path is required for source {data.source!r}")
-    if data.split.mode not in ("counts", "fractions"):
-        raise ConfigError(f"{path}: data.split.mode must be 'counts' or 'fractions'")
+    if data.split.mode not in SPLIT_MODES:
+        raise ConfigError(f"{path}: data.split.mode must be one of {SPLIT_MODES}")
     if data.crop > data.resize:
         raise ConfigError(f"{path}: data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
 
@@ -250,6 +283,11 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: run names must be unique, got {names}")
+    for i, run in enumerate(runs):
+        missing = [m for m in run.members if m not in names[:i] or runs[names.index(m)].strategy == "ensemble"]
+        if missing:
+            raise ConfigError(f"{path}: runs[{i}] ({run.name}): members {missing} must be trained runs listed "
+                              f"before the ensemble; runs: {names}")
     attributions = _build(AttributionConfig, dict(raw.get("attributions") or {}), f"{path}: attributions")
     bad = [m for m in attributions.methods if m not in ATTRIBUTION_METHODS]
     if bad or attributions.ig_baseline not in ("black", "blur"):

@@ -38,8 +38,10 @@ def forward_pass(
     heads: bool = True,
     desc: str = "forward",
     progress: bool = True,
+    view: str = "centre",
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Embeddings (n, dim) and, with `heads`, logits per task for the cached images `rows`."""
+    """Embeddings (n, dim) and, with `heads`, logits per task for the cached images `rows` (in one test-time
+    view: BatchTransform's centre crop by default)."""
     model.eval().to(device)
     use_bf16 = device.type == "cuda"
     if use_bf16:
@@ -47,7 +49,7 @@ def forward_pass(
     embeddings, logits = [], {task: [] for task in model.heads}
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
         batch = torch.from_numpy(np.ascontiguousarray(pixels[rows[start : start + batch_size]])).to(device)
-        x = transform(batch, train=False)
+        x = transform(batch, train=False, view=view)
         if use_bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -58,6 +60,15 @@ def forward_pass(
             logits[task].append(value.float().cpu())
     emb = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, 0), np.float32)
     return emb, {task: torch.cat(v).numpy() for task, v in logits.items() if v}
+
+
+def mean_of_views(per_view: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Test-time augmentation: log of the mean probability over the views, so that softmax() of the result
+    (what evaluate() computes) is exactly the views' mean probability; one view passes through unchanged."""
+    if len(per_view) == 1:
+        return per_view[0]
+    return {task: np.log(np.mean([softmax(v[task].astype(np.float64)) for v in per_view], axis=0) + 1e-12)
+            for task in per_view[0]}
 
 
 def heads_pass(model: PeriodClassifier, features: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:

@@ -21,6 +21,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -28,13 +30,16 @@ from pipeline import store
 from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.evaluate import evaluate, forward_pass, heads_pass
-from pipeline.train import end_distributed, is_global_zero, train
+from pipeline.data.transforms import tta_views
+from pipeline.evaluate import evaluate, forward_pass, heads_pass, mean_of_views
+from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
 
 
-LAUNCH_FIELDS = ("num_nodes", "distributed")  # added later: stores made before them stay valid
+# Fields added after stores were made: left out of the hash while at their default, so those runs stay valid.
+ADDED_FIELDS = ("num_nodes", "distributed", "pooling", "optimizer", "schedule", "warmup_epochs", "label_smoothing",
+                "mixup", "crop_scale", "tta", "members")
 DEFAULT_RUN = dataclasses.asdict(RunConfig(name=""))
 
 
@@ -43,7 +48,7 @@ def config_hash(run: RunConfig, data: PreparedData) -> str:
     images = data.images
     content = "\n".join(images["image_id"] + " " + images["content_hash"] + " " + images["split"]).encode()
     settings = dataclasses.asdict(run)
-    for name in LAUNCH_FIELDS:  # how many processes trained it only counts when not the default
+    for name in ADDED_FIELDS:
         if settings[name] == DEFAULT_RUN[name]:
             del settings[name]
     spec = {"run": settings, "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
@@ -104,6 +109,8 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     """Train, evaluate on every image, save the checkpoint and resolved config, store atomically.
 
     In a distributed run every process trains; only global rank 0 goes on (the others return None)."""
+    if run.strategy == "ensemble":
+        return run_ensemble(exp, run, data) if is_global_zero() else None
     run_id = exp.run_id(run)
     started_at = datetime.now()
     result = train(run, data, progress=progress)
@@ -111,14 +118,7 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         return None
 
     t0 = time.perf_counter()
-    if result.features is not None:
-        embeddings, logits = result.features, heads_pass(result.model, result.features)
-    else:
-        rows = data.images["cache_index"].to_numpy()
-        embeddings, logits = forward_pass(
-            result.model, result.transform, data.pixels, rows, run.batch_size * 2, torch.device(result.device),
-            desc="evaluate", progress=progress,
-        )
+    embeddings, logits = predict(run, result, data, progress)
     ev = evaluate(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
     eval_seconds = time.perf_counter() - t0
     attributions = None
@@ -128,46 +128,116 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
             result.targets[:, 0], result.labels["period"], exp.attributions, torch.device(result.device),
             run.backbone, progress,
         )
-
-    out_dir = Path(exp.artifacts_dir) / "runs" / run_id.replace("/", "__")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {"experiment": exp.name, "run_id": run_id, "data": dataclasses.asdict(data.config),
-                "dataset_id": data.dataset_id, "run": dataclasses.asdict(run)}
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    out_dir = write_config(exp, run, data)
     checkpoint = out_dir / "model.pt"
     torch.save(
-        {"backbone": run.backbone, "labels": result.labels, "dropout": run.head_dropout,
-         "resize": data.config.resize, "crop": data.config.crop, "state_dict": result.model.state_dict()},
+        {"backbone": run.backbone, "labels": result.labels, "dropout": run.head_dropout, "pooling": run.pooling,
+         "tta": run.tta, "resize": data.config.resize, "crop": data.config.crop,
+         "state_dict": result.model.state_dict()},
         checkpoint,
     )
-    h = ev.headline
-    summary = {
-        "run_id": run_id, "experiment": exp.name, "name": run.name, "dataset_id": data.dataset_id,
-        "backbone": run.backbone, "strategy": run.strategy, "freeze_until": run.freeze_until, "tasks": run.tasks,
-        "pretrained": run.pretrained, "config": resolved, "config_hash": config_hash(run, data),
-        "device": result.device, "status": "complete", "started_at": started_at, "finished_at": datetime.now(),
-        "train_seconds": result.seconds, "eval_seconds": eval_seconds, "epochs": len(result.epochs),
-        "best_epoch": result.best_epoch, "lr": result.lr,
-        "test_accuracy": h.get("accuracy"), "test_balanced_accuracy": h.get("balanced_accuracy"),
-        "test_macro_f1": h.get("macro_f1"), "test_top2_accuracy": h.get("top2_accuracy"),
-        "test_adjacent_error_share": h.get("adjacent_error_share"), "checkpoint": str(checkpoint),
-        "summary": {
-            "notes": result.notes, "n_images": len(data.images), "n_skipped": len(data.skipped),
-            "attribution_seconds": attributions.seconds if attributions else {},
-            "attribution_maps": attributions.n_maps if attributions else 0,
-        },
-    }
-    epochs = result.epochs.assign(run_id=run_id)
+    summary = run_summary(exp, run, data, ev, started_at, {
+        "device": result.device, "train_seconds": result.seconds, "eval_seconds": eval_seconds,
+        "epochs": len(result.epochs), "best_epoch": result.best_epoch, "lr": result.lr, "checkpoint": str(checkpoint),
+    }, result.notes, attributions)
     store.write_run(
         exp.store,
-        store.RunRecord(run=summary, labels=result.labels, epochs=epochs, predictions=ev.predictions,
-                        metrics=ev.metrics, confusion=ev.confusion, embeddings=ev.embeddings,
-                        attributions=attributions and attributions.maps,
+        store.RunRecord(run=summary, labels=result.labels, epochs=result.epochs.assign(run_id=run_id),
+                        predictions=ev.predictions, metrics=ev.metrics, confusion=ev.confusion,
+                        embeddings=ev.embeddings, attributions=attributions and attributions.maps,
                         attribution_agreement=attributions and attributions.agreement,
                         attribution_sanity=attributions and attributions.sanity),
     )
     print(one_line(summary, len(data.skipped)))
     return summary
+
+
+def write_config(exp: Experiment, run: RunConfig, data: PreparedData) -> Path:
+    """The run's folder with its resolved config (what made it, for the README's results log)."""
+    out_dir = Path(exp.artifacts_dir) / "runs" / exp.run_id(run).replace("/", "__")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config(exp, run, data), sort_keys=False))
+    return out_dir
+
+
+def resolved_config(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
+    """What made the run; `attributions` and `artifacts_dir` also let `evaluate` treat another collection alike."""
+    return {"experiment": exp.name, "run_id": exp.run_id(run), "data": dataclasses.asdict(data.config),
+            "dataset_id": data.dataset_id, "run": dataclasses.asdict(run),
+            "attributions": dataclasses.asdict(exp.attributions), "artifacts_dir": str(exp.artifacts_dir)}
+
+
+def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started_at: datetime, fields: dict,
+                notes: list[str], attributions=None) -> dict:
+    """The store's `runs` row: identity, config, timings (`fields`) and the test split's headline metrics."""
+    h = ev.headline
+    return {
+        "run_id": exp.run_id(run), "experiment": exp.name, "name": run.name, "dataset_id": data.dataset_id,
+        "backbone": run.backbone, "strategy": run.strategy, "freeze_until": run.freeze_until, "tasks": run.tasks,
+        "pretrained": run.pretrained, "config": resolved_config(exp, run, data),
+        "config_hash": config_hash(run, data), "status": "complete", "started_at": started_at,
+        "finished_at": datetime.now(), **fields,
+        "test_accuracy": h.get("accuracy"), "test_balanced_accuracy": h.get("balanced_accuracy"),
+        "test_macro_f1": h.get("macro_f1"), "test_top2_accuracy": h.get("top2_accuracy"),
+        "test_adjacent_error_share": h.get("adjacent_error_share"),
+        "summary": {
+            "notes": notes, "n_images": len(data.images), "n_skipped": len(data.skipped),
+            "attribution_seconds": attributions.seconds if attributions else {},
+            "attribution_maps": attributions.n_maps if attributions else 0,
+        },
+    }
+
+
+def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
+    """An ensemble as a run of its own: every image's probabilities are the mean of its members' stored ones
+    (each member with its own test-time views), its embedding the members' embeddings side by side. Nothing is
+    retrained; there is no single network to explain, so it has no checkpoint and no saliency maps."""
+    started_at = datetime.now()
+    run_id = exp.run_id(run)
+    members = [f"{exp.name}/{m}" for m in run.members]
+    member_runs = store.load_members(exp.store, members, data.dataset_id)
+    labels = member_runs.labels
+    targets = label_targets(data.images, labels)
+    order = data.images["image_id"]
+    logits = {task: np.log(np.mean([p[task].loc[order].to_numpy().tolist() for p in member_runs.probs], axis=0)
+                           + 1e-12) for task in labels}
+    embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
+    t0 = time.perf_counter()
+    ev = evaluate(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
+                  run.seed)
+    write_config(exp, run, data)
+    note = f"ensemble: mean probability of {', '.join(members)}"
+    summary = run_summary(exp, run, data, ev, started_at, {
+        "device": "cpu", "train_seconds": member_runs.train_seconds, "eval_seconds": time.perf_counter() - t0,
+        "epochs": 0, "best_epoch": None, "lr": None, "checkpoint": None,
+    }, [note])
+    store.write_run(exp.store, store.RunRecord(
+        run=summary, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
+        confusion=ev.confusion, embeddings=ev.embeddings))
+    print(one_line(summary, len(data.skipped)))
+    return summary
+
+
+def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: bool
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Embeddings (of the centre view) and logits of every image; with `tta`, the logits average the views'
+    probabilities. A frozen backbone's features are reused (or computed once per view and kept)."""
+    rows = data.images["cache_index"].to_numpy()
+    device = torch.device(result.device)
+    per_view, embeddings = [], None
+    for view in tta_views(run.tta):
+        if result.features is not None:
+            features = result.view_features.get(view)
+            if features is None:
+                features = frozen_features(run, result.model, result.transform, data, rows, device, progress,
+                                           result.notes, view)
+            emb, logits = features, heads_pass(result.model, features)
+        else:
+            emb, logits = forward_pass(result.model, result.transform, data.pixels, rows, run.batch_size * 2, device,
+                                       desc=f"evaluate ({view})", progress=progress, view=view)
+        embeddings = emb if embeddings is None else embeddings
+        per_view.append(logits)
+    return embeddings, mean_of_views(per_view)
 
 
 def one_line(s: dict, skipped: int) -> str:

@@ -49,7 +49,8 @@ def load_run(store_path: str | Path, run_id: str) -> LoadedRun:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     backbone = build_backbone(ckpt["backbone"], pretrained=False)
     labels = ckpt["labels"]
-    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=ckpt["dropout"])
+    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=ckpt["dropout"],
+                             pooling=ckpt.get("pooling", "avg"))
     model.load_state_dict(ckpt["state_dict"])
     transform = BatchTransform(ckpt["crop"], mean=backbone.mean, std=backbone.std)
     return LoadedRun(run_id, model.eval(), transform, labels, ckpt["resize"], ckpt["crop"])

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: runs.evaluation_of
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     freeze_until INTEGER, tasks TEXT[], pretrained BOOLEAN, config JSON, config_hash TEXT, device TEXT,
     status TEXT, started_at TIMESTAMP, finished_at TIMESTAMP, train_seconds DOUBLE, eval_seconds DOUBLE,
     epochs INTEGER, best_epoch INTEGER, lr DOUBLE, test_accuracy DOUBLE, test_balanced_accuracy DOUBLE,
-    test_macro_f1 DOUBLE, test_top2_accuracy DOUBLE, test_adjacent_error_share DOUBLE, checkpoint TEXT, summary JSON);
+    test_macro_f1 DOUBLE, test_top2_accuracy DOUBLE, test_adjacent_error_share DOUBLE, checkpoint TEXT, summary JSON,
+    evaluation_of TEXT);
 CREATE TABLE IF NOT EXISTS run_labels (run_id TEXT, task TEXT, class_index INTEGER, label TEXT);
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT, stage TEXT, epoch INTEGER, train_loss DOUBLE, train_acc DOUBLE, train_artist_acc DOUBLE,
@@ -268,6 +269,77 @@ def write_run(path: str | Path, record: RunRecord) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+
+@dataclass
+class Members:
+    """What an ensemble needs of its member runs: their shared labels, and per member its probabilities per task
+    and its embeddings (Series of lists indexed by image_id)."""
+
+    labels: dict[str, list[str]]
+    probs: list[dict[str, pd.Series]]
+    embeddings: list[pd.Series]
+    train_seconds: float
+
+
+def load_members(path: str | Path, run_ids: list[str], dataset_id: str) -> Members:
+    """Stored outputs of the runs an ensemble averages; each must be complete, on this dataset, with the same
+    labels (the ConfigError says which is not)."""
+    from pipeline.config import ConfigError
+
+    with connect(path, read_only=True) as con:
+        runs = con.execute("SELECT run_id, dataset_id, train_seconds FROM runs WHERE list_contains(?, run_id)",
+                           [run_ids]).df().set_index("run_id")
+        missing = [r for r in run_ids if r not in runs.index]
+        if missing:
+            raise ConfigError(f"ensemble members {missing} are not in {path}: run them first (they must come "
+                              "before the ensemble in the experiment)")
+        other = [r for r in run_ids if runs.loc[r, "dataset_id"] != dataset_id]
+        if other:
+            raise ConfigError(f"ensemble members {other} were trained on another dataset version; re-run them")
+        labels = [_labels(con, r) for r in run_ids]
+        if any(lab != labels[0] for lab in labels):
+            raise ConfigError(f"ensemble members {run_ids} do not share the same labels and tasks")
+        probs, embeddings = [], []
+        for r in run_ids:
+            pred = con.execute("SELECT image_id, task, probs FROM predictions WHERE run_id = ?", [r]).df()
+            probs.append({task: g.set_index("image_id")["probs"] for task, g in pred.groupby("task")})
+            emb = con.execute("SELECT image_id, vector FROM embeddings WHERE run_id = ?", [r]).df()
+            embeddings.append(emb.set_index("image_id")["vector"])
+    return Members(labels[0], probs, embeddings, float(runs["train_seconds"].fillna(0).sum()))
+
+
+def _labels(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[str]]:
+    rows = con.execute("SELECT task, label FROM run_labels WHERE run_id = ? ORDER BY task DESC, class_index",
+                       [run_id]).fetchall()
+    out: dict[str, list[str]] = {}
+    for task, label in rows:
+        out.setdefault(task, []).append(label)
+    return out
+
+
+def get_run(path: str | Path, run_id: str) -> dict | None:
+    """One `runs` row as a dict (config and summary parsed), or None when the store or the run is missing."""
+    if not Path(path).exists():
+        return None
+    with connect(path, read_only=True) as con:
+        cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        row = cur.fetchone()
+        names = [d[0] for d in cur.description]
+    if row is None:
+        return None
+    run = dict(zip(names, row, strict=True))
+    for key in ("config", "summary"):
+        run[key] = json.loads(run[key]) if isinstance(run.get(key), str) else {}
+    return run
+
+
+def seen_hashes(path: str | Path, dataset_id: str, splits: tuple[str, ...] = ("train", "val")) -> set[str]:
+    """Content hashes of a dataset's images in `splits`: what a run trained or picked its epoch on."""
+    with connect(path, read_only=True) as con:
+        rows = con.execute("SELECT content_hash FROM images WHERE dataset_id = ? AND list_contains(?, split)",
+                           [dataset_id, list(splits)]).fetchall()
+    return {h for (h,) in rows}
 
 
 def completed_runs(path: str | Path) -> dict[str, str]:

@@ -71,6 +71,7 @@ class TrainResult:
     device: str
     lr: float
     features: np.ndarray | None = None  # embeddings of every image when a frozen stage computed them
+    view_features: dict[str, np.ndarray] = field(default_factory=dict)  # ... of their test-time views too
     notes: list[str] = field(default_factory=list)
     world_size: int = 1  # training processes (DDP); only global rank 0 evaluates and stores
     global_rank: int = 0
@@ -207,8 +208,10 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         labels["artist"] = list(data.artists)
     targets = label_targets(data.images, labels)
     backbone = build_backbone(run.backbone, pretrained=run.pretrained)
-    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=run.head_dropout)
-    transform = BatchTransform(data.config.crop, mean=backbone.mean, std=backbone.std, hflip=run.hflip)
+    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=run.head_dropout,
+                             pooling=run.pooling)
+    transform = BatchTransform(data.config.crop, mean=backbone.mean, std=backbone.std, hflip=run.hflip,
+                               crop_scale=run.crop_scale)
     device = pick_device(run.accelerator)
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         device = torch.device("cuda", local_rank())  # this process's GPU (for the feature pass); 0 unless launched
@@ -218,6 +221,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
 
     started = time.perf_counter()
     features: np.ndarray | None = None
+    mirrored: np.ndarray | None = None  # features of the mirrored images: flip augmentation on the feature cache
     history: list[dict] = []
     best = BestWeights()
     lr = run.lr
@@ -232,19 +236,31 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             apply_strategy(backbone, "partial", run.freeze_until)
         else:
             unfreeze_all(backbone)
-        from_features = stage.name == "head" and run.feature_cache and not run.hflip
+        from_features = stage.name == "head" and run.feature_cache and not run.crop_scale
         if from_features and features is None:
             features = frozen_features(run, model, transform, data, rows, device, progress, notes)
-        source, source_rows = (features, np.arange(len(rows))) if from_features else (data.pixels, rows)
+            if run.hflip:
+                mirrored = frozen_features(run, model, transform, data, rows, device, progress, notes, "centre-flip")
+        if from_features:
+            source, source_rows = features, np.arange(len(rows))
+        else:
+            source, source_rows = data.pixels, rows
         loaders = [
             make_loader(source, source_rows[idx[s]], targets[idx[s]], run.batch_size, shuffle=s == "train",
                         seed=run.seed, num_workers=run.num_workers)
             for s in ("train", "val")
         ]
+        if from_features and mirrored is not None:  # every training image in both orientations, each epoch
+            both = np.concatenate([features, mirrored])
+            train_rows = np.concatenate([idx["train"], len(rows) + idx["train"]])
+            loaders[0] = make_loader(both, train_rows, np.concatenate([targets[idx["train"]]] * 2), run.batch_size,
+                                     shuffle=True, seed=run.seed, num_workers=run.num_workers)
         module = ClassifierModule(
             model, run.tasks, lr=stage.lr, momentum=run.momentum, weight_decay=run.weight_decay,
             plateau_patience=run.plateau_patience, plateau_factor=run.plateau_factor,
             transform=transform, from_features=from_features, channels_last=device.type == "cuda",
+            optimizer=run.optimizer, schedule=run.schedule, warmup_epochs=run.warmup_epochs,
+            label_smoothing=run.label_smoothing, mixup=run.mixup,
         )
         if run.lr_finder and i == 0:
             lr = module.lr = find_lr(run, device, from_features, module, loaders, notes)
@@ -263,39 +279,46 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     if world_size > 1:
         notes.append(f"trained on {world_size} processes (DDP, {_backend()}), each on its shard of the data")
     if features is not None and any(s.name != "head" for s in stages):
-        features = None  # the backbone changed after the features were taken
+        features = mirrored = None  # the backbone changed after the features were taken
+    view_features = {"centre": features, "centre-flip": mirrored} if features is not None else {}
     return TrainResult(
         model=model, transform=transform, labels=labels, targets=targets,
         epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds, device=str(pick_device(run.accelerator)),
-        lr=lr, features=features, notes=notes, world_size=world_size, global_rank=rank,
+        lr=lr, features=features, view_features={k: v for k, v in view_features.items() if v is not None},
+        notes=notes, world_size=world_size, global_rank=rank,
     )
 
 
-def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, rows: np.ndarray) -> Path | None:
+def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, rows: np.ndarray, view: str
+                 ) -> Path | None:
     """Where the frozen backbone's features of these images are kept between runs (None: not cacheable).
 
     Only pretrained weights give the same features in every run; the key is everything they depend on: the
-    decoded cache file (path and modification time), which rows, the backbone, crop and normalisation."""
+    decoded cache file (path and modification time), which rows, the backbone, pooling, crop, view and
+    normalisation."""
     filename = getattr(data.pixels, "filename", None)
     if not run.pretrained or filename is None:
         return None
     pixels = Path(filename)
     spec = [str(pixels), pixels.stat().st_mtime_ns, hashlib.sha1(rows.tobytes()).hexdigest(), run.backbone,
             transform.crop, transform.mean.flatten().tolist(), transform.std.flatten().tolist(), torch.__version__]
+    if run.pooling != "avg" or view != "centre":  # (keys of features kept before these existed stay valid)
+        spec += [run.pooling, view]
     digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
     return pixels.parent / "features" / f"{run.backbone}-{digest}.npy"
 
 
 def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTransform, data: PreparedData,
-                    rows: np.ndarray, device: torch.device, progress: bool, notes: list[str]) -> np.ndarray:
-    """The frozen backbone's embedding of every image: one pass, kept on disk for the next run with this backbone
-    (another head, LR or seed trains on them at once)."""
-    path = feature_file(run, transform, data, rows)
+                    rows: np.ndarray, device: torch.device, progress: bool, notes: list[str], view: str = "centre"
+                    ) -> np.ndarray:
+    """The frozen backbone's embedding of every image (in one test-time view): one pass, kept on disk for the
+    next run with this backbone (another head, LR or seed trains on them at once)."""
+    path = feature_file(run, transform, data, rows, view)
     if path is not None and path.exists():
-        notes.append(f"frozen-backbone features reused from {path.name}")
+        notes.append(f"frozen-backbone features ({view}) reused from {path.name}")
         return np.load(path)
     features, _ = forward_pass(model, transform, data.pixels, rows, run.batch_size * 2, device, heads=False,
-                               desc="features (frozen backbone)", progress=progress)
+                               desc=f"features (frozen backbone, {view})", progress=progress, view=view)
     if path is not None and is_global_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npy")

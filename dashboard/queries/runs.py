@@ -8,8 +8,10 @@ from dashboard.queries import query
 
 
 def runs() -> pd.DataFrame:
+    """Complete runs; an evaluation on another collection (`evaluation_of` its run) right after its run."""
     return query("""
-        SELECT r.run_id, r.experiment, r.name, r.dataset_id, d.name AS dataset, d.synthetic, r.backbone,
+        SELECT r.run_id, r.evaluation_of, r.experiment, r.name, r.dataset_id, d.name AS dataset, d.synthetic,
+               r.backbone,
                CASE WHEN r.freeze_until IS NULL THEN r.strategy ELSE r.strategy || ' ' || r.freeze_until END
                    AS strategy,
                array_to_string(r.tasks, ' + ') AS tasks, r.epochs, r.train_seconds, r.eval_seconds, r.device,
@@ -18,7 +20,8 @@ def runs() -> pd.DataFrame:
                r.test_adjacent_error_share,
                (SELECT count(*) FROM attributions a WHERE a.run_id = r.run_id) AS n_maps
         FROM runs r LEFT JOIN datasets d USING (dataset_id)
-        WHERE r.status = 'complete' ORDER BY r.run_id""")
+        WHERE r.status = 'complete'
+        ORDER BY coalesce(r.evaluation_of, r.run_id), r.evaluation_of IS NOT NULL, r.run_id""")
 
 
 def datasets() -> pd.DataFrame:

@@ -24,14 +24,16 @@ if data["synthetic"].any():
     st.warning("Some runs use the **synthetic demo set**: its periods, artists and paintings are generated, not real.")
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Runs", len(table))
+evaluations = int(table["evaluation_of"].notna().sum())  # a trained run scored on another collection
+c1.metric("Runs", len(table) - evaluations, delta=f"+{evaluations} evaluations" if evaluations else None,
+          delta_color="off")
 c2.metric("Images", f"{int(data['n_images'].sum()):,}")
 c3.metric("Skipped images", f"{int(data['n_skipped'].sum()):,}")
 c4.metric("Store size", f"{store_path().stat().st_size / 2**20:.1f} MB")
 
 st.subheader("Runs")
 shown = table.assign(minutes=(table["train_seconds"] / 60).round(1))[
-    ["run_id", "dataset", "backbone", "strategy", "tasks", "epochs", "minutes", "test_accuracy",
+    ["run_id", "evaluation_of", "dataset", "backbone", "strategy", "tasks", "epochs", "minutes", "test_accuracy",
      "test_balanced_accuracy", "test_macro_f1", "test_adjacent_error_share", "n_maps"]
 ]
 st.dataframe(
@@ -45,6 +47,9 @@ st.dataframe(
             "adjacent errors", format="%.2f", help="share of errors landing on a chronologically neighbouring period"),
         "n_maps": st.column_config.NumberColumn("saliency maps"),
         "minutes": st.column_config.NumberColumn("train min"),
+        "evaluation_of": st.column_config.TextColumn(
+            "evaluation of", help="scored on another collection with this run's model (`python -m pipeline "
+            "evaluate`); its metrics are that collection's, all of it test"),
     },
 )
 long = table.melt(id_vars="run_id", value_vars=["test_accuracy", "test_balanced_accuracy", "test_macro_f1"],

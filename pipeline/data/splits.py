@@ -12,6 +12,8 @@ requested counts (mode 'counts') or rounded shares (mode 'fractions'). With larg
 if none fits the smallest group is used so that val and test are never empty. A group's
 class is its majority label (ties: alphabetical). The result depends only on the rows and
 the seed, not on their order.
+
+Mode 'none' puts every row in test: a collection a stored run is only evaluated on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def assign_splits(
     """Return (df with a `split` column, skipped rows of classes too small to split)."""
     _check(split)
     df = df.copy()
+    if split.mode == "none":  # a collection only evaluated on: nothing to hold out, every class size is fine
+        df["split"] = "test"
+        return df, []
     group_of = _groups(df, split.artist_disjoint)
     df["_group"] = group_of
     votes = df.groupby(["_group", label_col]).size().reset_index(name="n")
@@ -64,12 +69,14 @@ def assign_splits(
 def _check(split: SplitConfig) -> None:
     """Reject split settings that cannot mean anything, rather than guessing."""
     val, test = float(split.val), float(split.test)
+    if split.mode == "none":
+        return
     if split.mode == "counts" and val.is_integer() and test.is_integer() and min(val, test) >= 0:
         return
     if split.mode == "fractions" and min(val, test) >= 0 and val + test < 1:
         return
     raise ConfigError(f"split {split.mode!r} with val={split.val}, test={split.test} is not usable: 'counts' needs "
-                      f"whole numbers >= 0, 'fractions' needs shares >= 0 with val + test < 1")
+                      f"whole numbers >= 0, 'fractions' needs shares >= 0 with val + test < 1 ('none': all test)")
 
 
 def _targets(n: int, split: SplitConfig) -> tuple[dict[str, int], str | None]:

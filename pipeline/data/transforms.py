@@ -8,9 +8,11 @@ normalises whole batches, on whatever device they are on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
@@ -40,28 +42,84 @@ def reference_transform(
     return T.Compose([SquarePad(), T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean, std)])
 
 
+CONTENT_LEVEL = 8  # a row or column of the padded square with no channel above this is a black bar
+
+
 class BatchTransform(torch.nn.Module):
     """uint8 (B, H, W, 3) cached squares → normalised float (B, 3, crop, crop).
 
-    Centre crop as torchvision's CenterCrop does it; with `hflip`, each image is mirrored
-    with probability 1/2, in training only (evaluation stays deterministic).
+    Evaluation: centre crop as torchvision's CenterCrop does it, or one of the test-time `views`.
+    Training: with `crop_scale`, a random resized crop (area share in [min, max], aspect 3/4–4/3) of the
+    painting itself, found inside its black padding, so no crop is bars only and colour and brushwork are
+    kept (no colour jitter); with `hflip`, each image is mirrored with probability 1/2.
     """
 
     def __init__(self, crop: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 hflip: bool = False) -> None:
+                 hflip: bool = False, crop_scale: Sequence[float] | None = None) -> None:
         super().__init__()
         self.crop = crop
         self.hflip = hflip
+        self.crop_scale = tuple(crop_scale) if crop_scale else None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
-        _, h, w, _ = x.shape
-        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-        x = x[:, top : top + self.crop, left : left + self.crop, :].permute(0, 3, 1, 2)
-        x = x.float().div_(255.0)
+    def forward(self, x: torch.Tensor, train: bool = False, view: str = "centre") -> torch.Tensor:
+        if train and self.crop_scale:
+            x = torch.stack([self._random_crop(img) for img in x.permute(0, 3, 1, 2).float().div_(255.0)])
+        else:
+            x = self._fixed_crop(x, view).permute(0, 3, 1, 2).float().div_(255.0)
         if train and self.hflip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if view.endswith("flip"):
+            x = x.flip(-1)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return ((x - mean) / std).contiguous()
+
+    def _fixed_crop(self, x: torch.Tensor, view: str) -> torch.Tensor:
+        """The centre crop, or a corner one ("top-left", ...; the test-time crops), of (B, H, W, 3)."""
+        _, h, w, _ = x.shape
+        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
+        if view.startswith("top"):
+            top = 0
+        if view.startswith("bottom"):
+            top = h - self.crop
+        if "left" in view:
+            left = 0
+        if "right" in view:
+            left = w - self.crop
+        return x[:, top : top + self.crop, left : left + self.crop, :]
+
+    def _random_crop(self, img: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] → a random resized crop of the painting inside the padding, (3, crop, crop)."""
+        top0, bottom, left0, right = content_box(img)
+        ch, cw = bottom - top0, right - left0
+        lo, hi = self.crop_scale
+        area = ch * cw * float(torch.empty(1).uniform_(lo, hi))
+        aspect = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
+        h = max(1, min(ch, int(round(math.sqrt(area / aspect)))))
+        w = max(1, min(cw, int(round(math.sqrt(area * aspect)))))
+        top = top0 + int(torch.randint(0, ch - h + 1, (1,)))
+        left = left0 + int(torch.randint(0, cw - w + 1, (1,)))
+        patch = img[None, :, top : top + h, left : left + w]
+        return F.interpolate(patch, size=(self.crop, self.crop), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
+
+
+def content_box(img: torch.Tensor) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of what is not black padding in a (3, H, W) image in [0, 1]."""
+    lit = img.amax(0) > CONTENT_LEVEL / 255.0
+    rows, cols = torch.nonzero(lit.any(1)).flatten(), torch.nonzero(lit.any(0)).flatten()
+    if len(rows) == 0:  # an all-black image: all of it
+        return 0, img.shape[1], 0, img.shape[2]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def tta_views(tta: Sequence[str]) -> list[str]:
+    """The views a test-time-augmented prediction averages: the centre crop, its mirror, the four corners."""
+    views = ["centre"]
+    if "flip" in tta:
+        views.append("centre-flip")
+    if "crops" in tta:
+        views += ["top-left", "top-right", "bottom-left", "bottom-right"]
+    return views

@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from pipeline.models.backbones import Backbone
+from pipeline.models.pooling import StyleStatistics, style_dim
+
+POOLINGS = ("avg", "style")
 
 
 def _head(dim: int, n: int, dropout: float) -> nn.Sequential:
@@ -19,7 +22,7 @@ class PeriodClassifier(nn.Module):
     exactly what this model uses. Task order is preserved: the first task ('period') is the main one.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: dict[str, int], dropout: float = 0.0):
+    def __init__(self, backbone: Backbone, num_classes: dict[str, int], dropout: float = 0.0, pooling: str = "avg"):
         super().__init__()
         if not num_classes:
             raise ValueError("num_classes needs at least one task, e.g. {'period': 5}")
@@ -28,10 +31,18 @@ class PeriodClassifier(nn.Module):
             raise ValueError(f"every task needs at least one class, got {bad}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.backbone = backbone
-        self.body = backbone.body
+        self.pooling = pooling
+        if pooling == "style":  # + mean/std of earlier blocks (pipeline/models/pooling.py)
+            dim = style_dim(backbone.body, backbone.blocks)
+            self.body = StyleStatistics(backbone.body, backbone.blocks)
+        else:
+            dim, self.body = backbone.dim, backbone.body
+        self.dim = dim
         self.tasks = list(num_classes)
-        self.heads = nn.ModuleDict({task: _head(backbone.dim, int(n), dropout) for task, n in num_classes.items()})
+        self.heads = nn.ModuleDict({task: _head(dim, int(n), dropout) for task, n in num_classes.items()})
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features (B, dim) of normalised images."""

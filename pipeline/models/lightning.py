@@ -1,4 +1,5 @@
-"""The LightningModule: one or two heads, summed cross-entropy, SGD + ReduceLROnPlateau.
+"""The LightningModule: one or two heads, summed cross-entropy; the reference's SGD + ReduceLROnPlateau, or
+AdamW/SGD with linear warm-up and cosine decay, label smoothing and mixup (recipes in configs/).
 
 It trains either from uint8 image batches (normalised and cropped on the device by a
 BatchTransform) or, for a frozen backbone, from precomputed features (`from_features=True`),
@@ -10,6 +11,8 @@ LR schedule and the best-epoch choice.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytorch_lightning as pl
 import torch
@@ -35,6 +38,11 @@ class ClassifierModule(pl.LightningModule):
         transform: nn.Module | None = None,
         from_features: bool = False,
         channels_last: bool = False,
+        optimizer: str = "sgd",
+        schedule: str = "plateau",
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+        mixup: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -47,14 +55,31 @@ class ClassifierModule(pl.LightningModule):
         self.transform = transform
         self.from_features = from_features
         self.channels_last = channels_last
+        self.optimizer_name = optimizer
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.label_smoothing = label_smoothing
+        self.mixup = mixup
+
+    def inputs(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """What the trainable part sees: features as they are, images cropped and normalised on the device."""
+        if self.from_features:
+            return x
+        x = self.transform(x, train=train)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, x: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
-        if self.from_features:
-            return self.model.heads_forward(x)
-        x = self.transform(x, train=train)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        x = self.inputs(x, train)
+        return self.model.heads_forward(x) if self.from_features else self.model(x)
+
+    def mixed(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+        """Mixup (Zhang et al. 2018): a batch blended with itself shuffled, weight lam ~ Beta(a, a);
+        returns the logits, the permutation and lam (the loss mixes the two targets alike)."""
+        lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
+        x = self.inputs(x, train=True)
+        perm = torch.randperm(len(x), device=x.device)
+        x = lam * x + (1 - lam) * x[perm]
+        return (self.model.heads_forward(x) if self.from_features else self.model(x)), perm, lam
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps whatever mode modules were left in (a feature pass leaves eval):
@@ -68,13 +93,22 @@ class ClassifierModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x, train=stage == "train")
+        training = stage == "train"
+        if training and self.mixup > 0:
+            logits, perm, lam = self.mixed(x)
+        else:
+            logits, perm, lam = self(x, train=training), None, 1.0
+        smoothing = self.label_smoothing if training else 0.0
         loss = torch.zeros((), device=x.device)
         sync = self.distributed
         for i, task in enumerate(self.tasks):
             target = y[:, i]
             if (target != IGNORE).any():
-                loss = loss + F.cross_entropy(logits[task], target, ignore_index=IGNORE)
+                loss = loss + lam * F.cross_entropy(logits[task], target, ignore_index=IGNORE,
+                                                    label_smoothing=smoothing)
+                if perm is not None:
+                    loss = loss + (1 - lam) * F.cross_entropy(logits[task], target[perm], ignore_index=IGNORE,
+                                                              label_smoothing=smoothing)
             elif sync:
                 # A head with no known target in this batch still joins the graph (with a zero loss): DDP
                 # expects a gradient for every trainable parameter on every rank at every step.
@@ -96,10 +130,31 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.SGD(
-            trainable_parameters(self.model), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
+        params = trainable_parameters(self.model)
+        if self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.schedule == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            per_epoch = total / max(1, self.trainer.max_epochs)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(total, round(self.warmup_epochs * per_epoch)))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=self.plateau_factor, patience=self.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_acc"}}
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LR factor per step: linear warm-up from ~0, then cosine decay to 0 at the last step (Goyal et al. 2017;
+    Loshchilov & Hutter 2017)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
