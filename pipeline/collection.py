@@ -19,17 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from pipeline import store
 from pipeline.attribute import AttributionResult, attribute_run
 from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfig, SplitConfig, _expand, detect_source
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.data.transforms import tta_views
-from pipeline.evaluate import Evaluation, evaluate, forward_pass, mean_of_views, pick_device
+from pipeline.evaluate import Evaluation, evaluate, pick_device, predict_views
 from pipeline.explain import LoadedRun, load_run
 from pipeline.train import label_targets
 
@@ -134,19 +131,6 @@ def attribution_config(resolved: dict, enabled: bool, max_images: int | None) ->
     return dataclasses.replace(cfg, splits=["test"])
 
 
-def predict(parent: Parent, pixels: np.ndarray, rows: np.ndarray, device: torch.device, progress: bool
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The run's own test-time path: embeddings of the centre view, probabilities averaged over its views."""
-    batch_size = int(parent.settings.get("batch_size", 32)) * 2
-    embeddings, per_view = None, []
-    for view in tta_views(parent.settings.get("tta") or []):
-        emb, logits = forward_pass(parent.model.model, parent.model.transform, pixels, rows, batch_size, device,
-                                   desc=f"evaluate ({view})", progress=progress, view=view)
-        embeddings = emb if embeddings is None else embeddings
-        per_view.append(logits)
-    return embeddings, mean_of_views(per_view)
-
-
 def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, name: str | None = None,
                         attributions: bool = True, max_attributions: int | None = None, progress: bool = True
                         ) -> dict:
@@ -163,7 +147,9 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     t0 = time.perf_counter()
     images = matched.images
     device = pick_device(parent.settings.get("accelerator", "auto"))
-    embeddings, logits = predict(parent, data.pixels, images["cache_index"].to_numpy(), device, progress)
+    embeddings, logits = predict_views(parent.model.model, parent.model.transform, data.pixels,
+                                       images["cache_index"].to_numpy(), int(parent.settings.get("batch_size", 32)) * 2,
+                                       device, parent.settings.get("tta") or [], progress)
     targets = label_targets(images, labels)
     ev = evaluate(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
                   parent.settings.get("seed", 0))

@@ -62,6 +62,21 @@ def forward_pass(
     return emb, {task: torch.cat(v).numpy() for task, v in logits.items() if v}
 
 
+def predict_views(model: PeriodClassifier, transform: torch.nn.Module, pixels: np.ndarray, rows: np.ndarray,
+                  batch_size: int, device: torch.device, tta: list[str], progress: bool = True
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Embeddings of the centre view and logits averaged over the test-time views `tta` declares."""
+    from pipeline.data.transforms import tta_views
+
+    embeddings, per_view = None, []
+    for view in tta_views(tta):
+        emb, logits = forward_pass(model, transform, pixels, rows, batch_size, device, desc=f"evaluate ({view})",
+                                   progress=progress, view=view)
+        embeddings = emb if embeddings is None else embeddings
+        per_view.append(logits)
+    return embeddings, mean_of_views(per_view)
+
+
 def mean_of_views(per_view: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Test-time augmentation: log of the mean probability over the views, so that softmax() of the result
     (what evaluate() computes) is exactly the views' mean probability; one view passes through unchanged."""

@@ -31,7 +31,7 @@ from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.transforms import tta_views
-from pipeline.evaluate import evaluate, forward_pass, heads_pass, mean_of_views
+from pipeline.evaluate import evaluate, heads_pass, mean_of_views, predict_views
 from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
@@ -224,20 +224,17 @@ def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: b
     probabilities. A frozen backbone's features are reused (or computed once per view and kept)."""
     rows = data.images["cache_index"].to_numpy()
     device = torch.device(result.device)
-    per_view, embeddings = [], None
+    if result.features is None:
+        return predict_views(result.model, result.transform, data.pixels, rows, run.batch_size * 2, device,
+                             run.tta, progress)
+    per_view = []
     for view in tta_views(run.tta):
-        if result.features is not None:
-            features = result.view_features.get(view)
-            if features is None:
-                features = frozen_features(run, result.model, result.transform, data, rows, device, progress,
-                                           result.notes, view)
-            emb, logits = features, heads_pass(result.model, features)
-        else:
-            emb, logits = forward_pass(result.model, result.transform, data.pixels, rows, run.batch_size * 2, device,
-                                       desc=f"evaluate ({view})", progress=progress, view=view)
-        embeddings = emb if embeddings is None else embeddings
-        per_view.append(logits)
-    return embeddings, mean_of_views(per_view)
+        features = result.view_features.get(view)
+        if features is None:
+            features = frozen_features(run, result.model, result.transform, data, rows, device, progress,
+                                       result.notes, view)
+        per_view.append(heads_pass(result.model, features))
+    return result.features, mean_of_views(per_view)
 
 
 def one_line(s: dict, skipped: int) -> str:
