@@ -12,7 +12,6 @@ eval_seconds and summary.attribution_seconds are shown beside them as a check.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import tempfile
@@ -137,13 +136,5 @@ def report(seconds: dict[str, dict[str, float]], stored: dict[str, dict], cold: 
             for s, v in parts if v / end_to_end >= 0.05]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="accepted for symmetry: the demo is the same")
-    args = parser.parse_args()
-    print(common.machine_line(common.machine()))
-    common.summary_table(run(quick=not args.full))
-
-
 if __name__ == "__main__":
-    main()
+    common.standalone(run, __doc__, "accepted for symmetry: the demo is the same")

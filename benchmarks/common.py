@@ -153,6 +153,17 @@ def summary_table(rows: list[dict]) -> str:
     return table("Summary", ["benchmark", "measure", "measured", "target", "met?", "note"], body)
 
 
+def standalone(run: Callable[[bool], list[dict]], doc: str, full_help: str) -> None:
+    """`python -m benchmarks.NAME [--full]`: one benchmark alone, its tables and its summary rows."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help=full_help)
+    args = parser.parse_args()
+    print(machine_line(machine()))
+    summary_table(run(not args.full))
+
+
 def write_results(payload: dict, path: Path = RESULTS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import numpy as np
@@ -117,13 +116,5 @@ def run(quick: bool = True) -> list[dict]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="7,000 images, 224px (for a GPU machine)")
-    args = parser.parse_args()
-    print(common.machine_line(common.machine()))
-    common.summary_table(run(quick=not args.full))
-
-
 if __name__ == "__main__":
-    main()
+    common.standalone(run, __doc__, "7,000 images, 224px (for a GPU machine)")

@@ -11,7 +11,6 @@ cache is exact, not an approximation.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import shutil
@@ -118,13 +117,5 @@ def run(quick: bool = True) -> list[dict]:
                           note=f"bounded by {passes:.1f}× at {s.epochs} epochs (one pass over every image)")]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="more images, 224px (for a GPU machine)")
-    args = parser.parse_args()
-    print(common.machine_line(common.machine()))
-    common.summary_table(run(quick=not args.full))
-
-
 if __name__ == "__main__":
-    main()
+    common.standalone(run, __doc__, "more images, 224px (for a GPU machine)")

@@ -15,7 +15,6 @@ pipeline.train.train finetune epoch against the ceiling.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
@@ -272,13 +271,5 @@ def run(quick: bool = True) -> list[dict]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="224px, more steps (for a GPU machine)")
-    args = parser.parse_args()
-    print(common.machine_line(common.machine()))
-    common.summary_table(run(quick=not args.full))
-
-
 if __name__ == "__main__":
-    main()
+    common.standalone(run, __doc__, "224px, more steps (for a GPU machine)")

@@ -79,6 +79,19 @@ def store_without_attributions(tmp_path_factory) -> Path:
     return Path(exp.store)
 
 
+def copy_store(store: Path, folder: Path) -> Path:
+    """A private copy (with its WAL, if any) that a test may write."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "store.duckdb"
+    shutil.copy(store, target)
+    wal = store.with_name(store.name + ".wal")
+    if wal.exists():
+        shutil.copy(wal, target.with_name(target.name + ".wal"))
+    return target
+
+
 def sql(store: Path, text: str, params=()) -> list[tuple]:
     """Ask the store directly (read-only), to check what a page shows."""
     import duckdb

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import threading
 import time
 import uuid
@@ -20,24 +19,13 @@ import dashboard.queries.annotations as q  # `from dashboard.queries import anno
 from dashboard.views.upload import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
-from tests.conftest import TINY_EXPERIMENT, make_experiment, open_dashboard, sql
+from tests.conftest import TINY_EXPERIMENT, copy_store, make_experiment, open_dashboard, sql
 
 RUN = "tiny/head"
 # the data spec of the `store_without_attributions` fixture (so the same dataset), one quick run
 RERUN_SPEC = {**TINY_EXPERIMENT, "attributions": {"enabled": False},
               "runs": [{"name": "head", "strategy": "head", "epochs": 1}]}
 QUICK_MAPS = AttributionConfig(ig_steps=4, internal_batch_size=4)
-
-
-def copy_store(store: Path, folder: Path) -> Path:
-    """A private copy (with its WAL, if any) that a test may write."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "store.duckdb"
-    shutil.copy(store, target)
-    wal = store.with_name(store.name + ".wal")
-    if wal.exists():
-        shutil.copy(wal, target.with_name(target.name + ".wal"))
-    return target
 
 
 @pytest.fixture

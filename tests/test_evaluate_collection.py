@@ -15,23 +15,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.__main__ import main
-from tests.conftest import open_dashboard, sql
+from tests.conftest import copy_store, open_dashboard, sql
 
 RUN = "tiny/head"
 EVALUATION = f"{RUN}@paintings"
 # folder name in the collection -> (demo period the images come from, images)
 FOLDERS = {"Synthetic Gothic": ("Synthetic Gothic", 4), "synthetic_baroque": ("Synthetic Baroque", 4),
            "SYNTHETIC-modern": ("Synthetic Modern", 4), "Rococo": ("Synthetic Renaissance", 3)}
-
-
-def copy_store(store: Path, folder: Path) -> Path:
-    """A private copy (with its WAL, if any) that a test may write."""
-    target = folder / "store.duckdb"
-    shutil.copy(store, target)
-    wal = store.with_name(store.name + ".wal")
-    if wal.exists():
-        shutil.copy(wal, target.with_name(target.name + ".wal"))
-    return target
 
 
 def make_collection(store: Path, root: Path) -> Path:
