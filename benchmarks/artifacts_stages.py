@@ -3,9 +3,10 @@
 Data preparation is timed cold (empty cache: the demo set generated and decoded) and warm (cache reused). Then
 pipeline.experiment.run_experiment runs every run (progress off; quick and full mode alike: the demo is small) with
 the pipeline's own functions wrapped from outside by timers (no pipeline code changed): per run training (train),
-evaluation (forward_pass or heads_pass, then evaluate), attributions (attribute_run) and store write
-(store.write_run); the rest of run_one (checkpoint, config file) is "other". The store's own runs.train_seconds /
-eval_seconds and summary.attribution_seconds are shown beside them as a check.
+evaluation (predict: forward_pass or heads_pass per test-time view, then evaluate), attributions
+(attribute_run) and store write (store.write_run); the rest of run_one (checkpoint, config file) is "other".
+The store's own runs.train_seconds / eval_seconds and summary.attribution_seconds are shown beside them as a
+check.
 
     .venv/bin/python -m benchmarks.artifacts_stages [--full]
 """
@@ -28,8 +29,7 @@ NAME = "artifacts stages"
 CONFIG = common.REPO / "configs" / "demo.yaml"
 STAGES = {  # (module, function) -> stage
     (experiment, "train"): "training",
-    (experiment, "forward_pass"): "evaluation",
-    (experiment, "heads_pass"): "evaluation",
+    (experiment, "predict"): "evaluation",
     (experiment, "evaluate"): "evaluation",
     (experiment, "attribute_run"): "attributions",
     (store, "write_run"): "store write",

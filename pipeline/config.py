@@ -113,6 +113,8 @@ class RunConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) blending of inputs (images, or features of a frozen backbone); 0: off
+    layer_decay: float = 1.0  # each block down from the top trains at this factor of the LR above it
+    class_balanced: bool = False  # cross-entropy weighted by inverse class frequency (skewed sets)
     crop_scale: list[float] | None = None  # [min, max] area share: random resized crops inside the painting
     tta: list[str] = field(default_factory=list)  # test-time views averaged: "flip", "crops" (4 corners + centre)
     members: list[str] = field(default_factory=list)  # strategy "ensemble": runs whose probabilities are averaged
@@ -204,8 +206,9 @@ def _validate_recipe(run: RunConfig, where: str) -> None:
     for name, allowed in choices.items():
         if getattr(run, name) not in allowed:
             raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(run, name)!r}")
-    if not 0 <= run.label_smoothing < 1 or run.mixup < 0 or run.warmup_epochs < 0:
-        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), mixup and warmup_epochs >= 0")
+    if not 0 <= run.label_smoothing < 1 or run.mixup < 0 or run.warmup_epochs < 0 or not 0 < run.layer_decay <= 1:
+        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), mixup and warmup_epochs >= 0, "
+                          "layer_decay in (0, 1]")
     scale = run.crop_scale
     if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
         raise ConfigError(f"{where}: crop_scale must be [min, max] with 0 < min <= max <= 1, got {scale}")

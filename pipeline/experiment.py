@@ -39,7 +39,7 @@ RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
 
 # Fields added after stores were made: left out of the hash while at their default, so those runs stay valid.
 ADDED_FIELDS = ("num_nodes", "distributed", "pooling", "optimizer", "schedule", "warmup_epochs", "label_smoothing",
-                "mixup", "crop_scale", "tta", "members")
+                "mixup", "crop_scale", "tta", "members", "layer_decay", "class_balanced")
 DEFAULT_RUN = dataclasses.asdict(RunConfig(name=""))
 
 

@@ -260,7 +260,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             plateau_patience=run.plateau_patience, plateau_factor=run.plateau_factor,
             transform=transform, from_features=from_features, channels_last=device.type == "cuda",
             optimizer=run.optimizer, schedule=run.schedule, warmup_epochs=run.warmup_epochs,
-            label_smoothing=run.label_smoothing, mixup=run.mixup,
+            label_smoothing=run.label_smoothing, mixup=run.mixup, layer_decay=run.layer_decay,
+            class_weights=class_weights(targets[idx["train"]], labels) if run.class_balanced else None,
         )
         if run.lr_finder and i == 0:
             lr = module.lr = find_lr(run, device, from_features, module, loaders, notes)
@@ -287,6 +288,18 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         lr=lr, features=features, view_features={k: v for k, v in view_features.items() if v is not None},
         notes=notes, world_size=world_size, global_rank=rank,
     )
+
+
+def class_weights(targets: np.ndarray, labels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """Per task, n / (k x count) for each class of the training targets (Cui et al. 2019 call it inverse
+    frequency): every class weighs the same in the loss; a class absent from training gets weight 0."""
+    out = {}
+    for i, (task, names) in enumerate(labels.items()):
+        known = targets[:, i][targets[:, i] != IGNORE]
+        counts = np.bincount(known, minlength=len(names)).astype(np.float64)
+        weights = np.divide(len(known), len(names) * counts, out=np.zeros_like(counts), where=counts > 0)
+        out[task] = torch.tensor(weights, dtype=torch.float32)
+    return out
 
 
 def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, rows: np.ndarray, view: str

@@ -146,3 +146,27 @@ def test_warmup_then_cosine_reaches_zero_at_the_end():
     f = warmup_cosine(100, 10)
     assert f(0) < f(5) < f(9) <= 1.0
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_discriminative_learning_rates_fall_block_by_block_towards_the_stem():
+    from pipeline.models.freezing import apply_strategy, parameter_groups
+
+    backbone = build_backbone("efficientnet_lite0", pretrained=False)
+    model = PeriodClassifier(backbone, {"period": 3})
+    apply_strategy(backbone, "partial", 4)  # blocks 1-4 of 7 frozen: they get no group
+    groups = parameter_groups(model, backbone.blocks, 1e-3, layer_decay=0.5)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.heads.parameters()}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_class_balanced_weights_make_every_class_weigh_the_same():
+    from pipeline.models.lightning import IGNORE
+    from pipeline.train import class_weights
+
+    targets = np.array([[0], [0], [0], [0], [0], [0], [1], [1], [2], [IGNORE]])
+    w = class_weights(targets, {"period": ["a", "b", "c", "d"]})["period"].numpy()
+    np.testing.assert_allclose(w, [9 / (4 * 6), 9 / (4 * 2), 9 / (4 * 1), 0.0])
+    counts = np.array([6, 2, 1, 0])
+    np.testing.assert_allclose((w * counts)[:3], 9 / 4)  # each present class carries the same total weight

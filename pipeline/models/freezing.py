@@ -69,3 +69,19 @@ def keep_frozen_in_eval(module: nn.Module) -> None:
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     """Parameters the optimiser should see."""
     return [p for p in module.parameters() if p.requires_grad]
+
+
+def parameter_groups(model: nn.Module, blocks: list[nn.Module], lr: float, layer_decay: float = 1.0) -> list[dict]:
+    """Discriminative learning rates (Howard & Ruder 2018): the heads at `lr`, the last block at lr x decay, the one
+    before at lr x decay², ... down to the stem, so general early features move least. Frozen parameters are left
+    out; layer_decay 1 is one group at `lr`."""
+    if layer_decay == 1.0:
+        return [{"params": trainable_parameters(model), "lr": lr}]
+    groups, seen = [], set()
+    for depth, block in enumerate(reversed(blocks), start=1):
+        params = [p for p in block.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "lr": lr * layer_decay**depth})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    return [{"params": rest, "lr": lr}, *groups]

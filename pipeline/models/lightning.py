@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.classifier import PeriodClassifier
-from pipeline.models.freezing import keep_frozen_in_eval, trainable_parameters
+from pipeline.models.freezing import keep_frozen_in_eval, parameter_groups
 
 IGNORE = -100  # target of an image without a label for that task (e.g. unknown artist)
 
@@ -43,6 +43,8 @@ class ClassifierModule(pl.LightningModule):
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
         mixup: float = 0.0,
+        layer_decay: float = 1.0,
+        class_weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -60,6 +62,8 @@ class ClassifierModule(pl.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.label_smoothing = label_smoothing
         self.mixup = mixup
+        self.layer_decay = layer_decay
+        self.class_weights = class_weights or {}
 
     def inputs(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
         """What the trainable part sees: features as they are, images cropped and normalised on the device."""
@@ -104,11 +108,13 @@ class ClassifierModule(pl.LightningModule):
         for i, task in enumerate(self.tasks):
             target = y[:, i]
             if (target != IGNORE).any():
-                loss = loss + lam * F.cross_entropy(logits[task], target, ignore_index=IGNORE,
+                weight = self.class_weights.get(task)
+                weight = weight.to(x.device) if weight is not None else None
+                loss = loss + lam * F.cross_entropy(logits[task], target, weight=weight, ignore_index=IGNORE,
                                                     label_smoothing=smoothing)
                 if perm is not None:
-                    loss = loss + (1 - lam) * F.cross_entropy(logits[task], target[perm], ignore_index=IGNORE,
-                                                              label_smoothing=smoothing)
+                    loss = loss + (1 - lam) * F.cross_entropy(logits[task], target[perm], weight=weight,
+                                                              ignore_index=IGNORE, label_smoothing=smoothing)
             elif sync:
                 # A head with no known target in this batch still joins the graph (with a zero loss): DDP
                 # expects a gradient for every trainable parameter on every rank at every step.
@@ -130,7 +136,7 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        params = trainable_parameters(self.model)
+        params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.layer_decay)
         if self.optimizer_name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         else:
