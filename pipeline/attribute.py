@@ -171,7 +171,7 @@ def attribute_run(
     for start in tqdm(range(0, len(jobs), cfg.batch_size), desc=f"attributions {run_id}", disable=not progress):
         batch = jobs.iloc[start : start + cfg.batch_size]
         x = _inputs(transform, pixels, cache_rows[batch["row"].to_numpy()], device)
-        maps, took = attributor.maps(x, torch.as_tensor(batch["target"].to_numpy(), device=device))
+        maps, took = attributor.maps(x, torch.as_tensor(batch["target"].to_numpy(copy=True), device=device))
         for method, t in took.items():
             seconds[method] += t
         for i, job in enumerate(batch.itertuples()):
