@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.data.transforms import tta_views
 from pipeline.metrics import classification_metrics
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.store import float_lists
@@ -66,8 +67,6 @@ def predict_views(model: PeriodClassifier, transform: torch.nn.Module, pixels: n
                   batch_size: int, device: torch.device, tta: list[str], progress: bool = True
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Embeddings of the centre view and logits averaged over the test-time views `tta` declares."""
-    from pipeline.data.transforms import tta_views
-
     embeddings, per_view = None, []
     for view in tta_views(tta):
         emb, logits = forward_pass(model, transform, pixels, rows, batch_size, device, desc=f"evaluate ({view})",

@@ -314,9 +314,8 @@ def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, 
         return None
     pixels = Path(filename)
     spec = [str(pixels), pixels.stat().st_mtime_ns, hashlib.sha1(rows.tobytes()).hexdigest(), run.backbone,
-            transform.crop, transform.mean.flatten().tolist(), transform.std.flatten().tolist(), torch.__version__]
-    if run.pooling != "avg" or view != "centre":  # (keys of features kept before these existed stay valid)
-        spec += [run.pooling, view]
+            run.pooling, view, transform.crop, transform.mean.flatten().tolist(), transform.std.flatten().tolist(),
+            torch.__version__]
     digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
     return pixels.parent / "features" / f"{run.backbone}-{digest}.npy"
 

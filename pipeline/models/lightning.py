@@ -73,7 +73,9 @@ class ClassifierModule(pl.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, x: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
-        x = self.inputs(x, train)
+        return self.trainable(self.inputs(x, train))
+
+    def trainable(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model.heads_forward(x) if self.from_features else self.model(x)
 
     def mixed(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
@@ -83,7 +85,7 @@ class ClassifierModule(pl.LightningModule):
         x = self.inputs(x, train=True)
         perm = torch.randperm(len(x), device=x.device)
         x = lam * x + (1 - lam) * x[perm]
-        return (self.model.heads_forward(x) if self.from_features else self.model(x)), perm, lam
+        return self.trainable(x), perm, lam
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps whatever mode modules were left in (a feature pass leaves eval):
