@@ -91,10 +91,10 @@ def load_parent(store_path: str | Path, run_id: str) -> Parent:
         raise ConfigError(f"{run_id} is itself an evaluation of {row['evaluation_of']}; evaluate that run instead")
     if not row.get("checkpoint"):
         raise ConfigError(f"run {run_id} has no checkpoint (an ensemble keeps none), so it cannot evaluate new images")
-    return Parent(row, resolved_config(row), load_run(store_path, run_id))
+    return Parent(row, parent_config(row), load_run(store_path, run_id))
 
 
-def resolved_config(row: dict) -> dict:
+def parent_config(row: dict) -> dict:
     """The config.yaml written beside the checkpoint, else the copy in the store."""
     path = Path(row["checkpoint"]).parent / "config.yaml"
     if path.exists():

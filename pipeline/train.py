@@ -256,11 +256,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             loaders[0] = make_loader(both, train_rows, np.concatenate([targets[idx["train"]]] * 2), run.batch_size,
                                      shuffle=True, seed=run.seed, num_workers=run.num_workers)
         module = ClassifierModule(
-            model, run.tasks, lr=stage.lr, momentum=run.momentum, weight_decay=run.weight_decay,
-            plateau_patience=run.plateau_patience, plateau_factor=run.plateau_factor,
-            transform=transform, from_features=from_features, channels_last=device.type == "cuda",
-            optimizer=run.optimizer, schedule=run.schedule, warmup_epochs=run.warmup_epochs,
-            label_smoothing=run.label_smoothing, mixup=run.mixup, layer_decay=run.layer_decay,
+            model, run, lr=stage.lr, transform=transform, from_features=from_features,
+            channels_last=device.type == "cuda",
             class_weights=class_weights(targets[idx["train"]], labels) if run.class_balanced else None,
         )
         if run.lr_finder and i == 0:

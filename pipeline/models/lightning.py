@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import RunConfig
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import keep_frozen_in_eval, parameter_groups
 
@@ -26,43 +27,26 @@ IGNORE = -100  # target of an image without a label for that task (e.g. unknown 
 
 
 class ClassifierModule(pl.LightningModule):
+    """`run` supplies the recipe (optimiser, schedule, smoothing, mixup, layer decay); `lr` is the stage's LR."""
+
     def __init__(
         self,
         model: PeriodClassifier,
-        tasks: list[str],
+        run: RunConfig,
         lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        plateau_patience: int = 1,
-        plateau_factor: float = 0.1,
         transform: nn.Module | None = None,
         from_features: bool = False,
         channels_last: bool = False,
-        optimizer: str = "sgd",
-        schedule: str = "plateau",
-        warmup_epochs: float = 0.0,
-        label_smoothing: float = 0.0,
-        mixup: float = 0.0,
-        layer_decay: float = 1.0,
         class_weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
-        self.tasks = list(tasks)
+        self.run = run
+        self.tasks = list(run.tasks)
         self.lr = lr  # attribute name the Lightning LR finder sets
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.plateau_patience = plateau_patience
-        self.plateau_factor = plateau_factor
         self.transform = transform
         self.from_features = from_features
         self.channels_last = channels_last
-        self.optimizer_name = optimizer
-        self.schedule = schedule
-        self.warmup_epochs = warmup_epochs
-        self.label_smoothing = label_smoothing
-        self.mixup = mixup
-        self.layer_decay = layer_decay
         self.class_weights = class_weights or {}
 
     def inputs(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
@@ -81,7 +65,7 @@ class ClassifierModule(pl.LightningModule):
     def mixed(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
         """Mixup (Zhang et al. 2018): a batch blended with itself shuffled, weight lam ~ Beta(a, a);
         returns the logits, the permutation and lam (the loss mixes the two targets alike)."""
-        lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
+        lam = float(torch.distributions.Beta(self.run.mixup, self.run.mixup).sample())
         x = self.inputs(x, train=True)
         perm = torch.randperm(len(x), device=x.device)
         x = lam * x + (1 - lam) * x[perm]
@@ -100,11 +84,11 @@ class ClassifierModule(pl.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         training = stage == "train"
-        if training and self.mixup > 0:
+        if training and self.run.mixup > 0:
             logits, perm, lam = self.mixed(x)
         else:
             logits, perm, lam = self(x, train=training), None, 1.0
-        smoothing = self.label_smoothing if training else 0.0
+        smoothing = self.run.label_smoothing if training else 0.0
         loss = torch.zeros((), device=x.device)
         sync = self.distributed
         for i, task in enumerate(self.tasks):
@@ -138,19 +122,20 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.layer_decay)
-        if self.optimizer_name == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.run.layer_decay)
+        if self.run.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.run.weight_decay)
         else:
-            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        if self.schedule == "cosine":
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.run.momentum,
+                                        weight_decay=self.run.weight_decay)
+        if self.run.schedule == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
             per_epoch = total / max(1, self.trainer.max_epochs)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, warmup_cosine(total, round(self.warmup_epochs * per_epoch)))
+                optimizer, warmup_cosine(total, round(self.run.warmup_epochs * per_epoch)))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=self.plateau_factor, patience=self.plateau_patience
+            optimizer, mode="max", factor=self.run.plateau_factor, patience=self.run.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_acc"}}
 
