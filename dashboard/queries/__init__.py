@@ -41,8 +41,7 @@ def store_exists() -> bool:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cached(path: str, version: float, sql: str, params: tuple) -> pd.DataFrame:
-    with READER.cursor(path, version) as con:
-        return con.execute(sql, list(params)).df()
+    return READER.run(path, lambda cur: cur.execute(sql, list(params)).df(), version)
 
 
 def query(sql: str, params: tuple | list = ()) -> pd.DataFrame:

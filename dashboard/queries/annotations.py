@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from dashboard.queries import query, store_path
+from dashboard.queries.reader import READER
 from pipeline import store as pipeline_store
 
 VERDICTS = ("model right", "label wrong", "ambiguous", "outside its period")
@@ -82,7 +83,7 @@ def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict:
     annotation_id = str(uuid.uuid4())
     created_at = datetime.now(UTC).replace(tzinfo=None)
     try:
-        with connect_retrying(path, read_only=False) as con:
+        with READER.paused(), connect_retrying(path, read_only=False) as con:  # this process's readers step aside
             found = con.execute(
                 """INSERT INTO annotations
                    SELECT ?, dataset_id, image_id, content_hash, ?, ?, ?, ?, ?::TIMESTAMP FROM images

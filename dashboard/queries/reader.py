@@ -3,9 +3,19 @@
 Opening the file costs 15–30 ms and starts with an empty buffer pool, so at 400k predictions
 a page whose queries each opened the store spent most of its time re-reading the same column
 blocks (BENCHMARKS.md). The shared connection keeps them warm; every query gets its own cursor.
-It lets go of the file when a writer waits (the pipeline's or an annotation's: they raise
-`pipeline.store.writer_flag` while they wait), after IDLE_SECONDS without a query, and when the
-store is replaced, so the pipeline is never kept out for longer than the query in flight.
+
+DuckDB's file lock is exclusive across processes, and within one process a read-write open
+fails while a read-only instance is alive. So the reader lets go of the file whenever someone
+wants to write: another process (it raises `pipeline.store.writer_flag` while it waits), this
+process (`READER.paused()`, e.g. an annotation save), after IDLE_SECONDS without a query, and
+when the store file was replaced. It is a small state machine, kept under one condition lock:
+
+- the *current* connection hands out cursors; `_users` counts them;
+- it is *retired* (no new cursors) when a writer waits, the store changed, or a query saw the
+  connection fail; while a retired connection still has users, new queries wait for it;
+- a connection is closed only when its last cursor ends (or by the watcher when idle), never
+  with cursors in flight, and every count is restored in `finally`;
+- once closed (or found dead), the next query opens a fresh one.
 
 The instance is locked down as the SQL console needs it (no file or network access, settings
 locked): DuckDB shares one instance per file and process, and the console's connection is one
@@ -18,77 +28,197 @@ import atexit
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from pipeline import store as pipeline_store
 
 IDLE_SECONDS = 30.0
-WATCH_SECONDS = 0.1
 MEMORY_LIMIT = "2GB"
+WATCH_SECONDS = 0.1
+FLAG_FRESH_SECONDS = 5.0  # a waiting writer touches its flag at least every second; an older flag was left by a kill
+T = TypeVar("T")
 
 
 def file_version(path: str | Path) -> float:
     """Changes whenever a writer commits (the file or its WAL): keys the connection and every cached result."""
     path = Path(path)
     wal = path.with_name(path.name + ".wal")
-    stamps = [p.stat().st_mtime_ns for p in (path, wal) if p.exists()]
+    stamps = []
+    for p in (path, wal):
+        with contextlib.suppress(OSError):
+            stamps.append(p.stat().st_mtime_ns)
     return max(stamps) if stamps else 0.0
+
+
+def writer_waiting(path: str | Path) -> bool:
+    """Another process waits for the store (its flag is fresh: a killed writer's stale flag is ignored)."""
+    try:
+        return time.time() - pipeline_store.writer_flag(path).stat().st_mtime < FLAG_FRESH_SECONDS
+    except OSError:
+        return False
+
+
+class StoreBusyError(pipeline_store.StoreLockedError):
+    """A writer kept the store for longer than a page is willing to wait."""
+
+
+# DuckDB raises these when the connection under a cursor is gone (closed, or its instance invalidated).
+CONNECTION_ERRORS = (duckdb.ConnectionException, duckdb.FatalException, duckdb.ResourceInUseException)
 
 
 class SharedReader:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._key: tuple[str, float] | None = None
-        self._in_use = 0
+        self._path: str | None = None
+        self._version = 0.0
+        self._users = 0
+        self._retired = False
+        self._opening = False
+        self._writers = 0  # this process's writers waiting for, or holding, the file
         self._last_used = 0.0
         self._watcher: threading.Thread | None = None
+        self.stats = {"opened": 0, "closed": 0, "dead": 0, "retried": 0}
+
+    # ------------------------------------------------------------ the public face
 
     @contextmanager
-    def cursor(self, path: str | Path, version: float, wait_seconds: float = 15.0
+    def cursor(self, path: str | Path, version: float | None = None, wait_seconds: float = 15.0
                ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the shared connection; a connection of its own while a writer waits."""
-        path = str(path)
-        if pipeline_store.writer_waiting(path):
-            with pipeline_store.connect(path, read_only=True, wait_seconds=wait_seconds) as con:
-                lock_down(con)
-                yield con
-            return
-        with self._lock:
-            if self._con is None or self._key != (path, version):
-                self._close()
-                con = pipeline_store.open_connection(path, read_only=True, wait_seconds=wait_seconds)
-                try:
-                    lock_down(con)
-                except BaseException:
-                    con.close()
-                    raise
-                self._con, self._key = con, (path, version)
-                self._start_watcher()
-            self._in_use += 1
-            cur = self._con.cursor()
+        """A cursor on the shared connection; waits (bounded) while a writer has the file.
+
+        `version` is the store's file_version as the caller saw it: a newer one than the connection's
+        means the file was replaced, so the connection retires once its cursors end."""
+        con = self._acquire(str(path), version, time.monotonic() + wait_seconds)
+        failed = False
         try:
-            yield cur
+            cur = con.cursor()
+            try:
+                yield cur
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    cur.close()
+        except CONNECTION_ERRORS:
+            failed = True
+            raise
         finally:
-            cur.close()
-            with self._lock:
-                self._in_use -= 1
-                self._last_used = time.monotonic()
+            self._release(con, failed)
+
+    def run(self, path: str | Path, work: Callable[[duckdb.DuckDBPyConnection], T], version: float | None = None,
+            wait_seconds: float = 15.0) -> T:
+        """work(cursor), retried once on a fresh connection when the shared one turns out to be dead."""
+        try:
+            with self.cursor(path, version, wait_seconds) as cur:
+                return work(cur)
+        except CONNECTION_ERRORS:
+            self.stats["retried"] += 1
+            with self.cursor(path, version, wait_seconds) as cur:
+                return work(cur)
+
+    @contextmanager
+    def paused(self, wait_seconds: float = 15.0) -> Iterator[None]:
+        """Hold every query of this process off the file while the body writes it: new queries wait, the
+        ones in flight finish, the connection closes; afterwards queries reopen it."""
+        deadline = time.monotonic() + wait_seconds
+        with self._cond:
+            self._writers += 1
+            self._retired = True
+            try:
+                self._close_if_unused()
+                while self._con is not None or self._opening:
+                    if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                        raise StoreBusyError("the dashboard's own queries kept the store for too long")
+                    self._close_if_unused()
+            except BaseException:
+                self._writers -= 1
+                self._cond.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writers -= 1
+                self._cond.notify_all()
 
     def release(self) -> None:
-        """Close the shared connection now if no query is using it (tests, and writes from this process)."""
-        with self._lock:
-            if self._in_use == 0:
-                self._close()
+        """Close the shared connection now if no query is using it (tests, and exit)."""
+        with self._cond:
+            self._retired = True
+            self._close_if_unused()
 
-    def _close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-        self._con, self._key = None, None
+    # ------------------------------------------------------------ the state machine
+
+    def _acquire(self, path: str, version: float | None, deadline: float) -> duckdb.DuckDBPyConnection:
+        with self._cond:
+            while True:
+                if self._con is not None and (self._path != path or (version is not None and version > self._version)):
+                    self._retired = True  # another store, or this one replaced: no new cursors on it
+                    self._close_if_unused()
+                blocked = self._writers > 0 or writer_waiting(path) or self._opening
+                if self._con is not None and not self._retired and not blocked:
+                    self._users += 1
+                    return self._con
+                if self._con is None and not blocked:
+                    self._opening = True
+                    break
+                if self._con is not None and not blocked:
+                    self._close_if_unused()  # retired and unused (a dead one): close, then open anew
+                    if self._con is None:
+                        continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreBusyError(f"{path} is busy: a writer has held it for longer than a page waits")
+                self._cond.wait(timeout=min(remaining, WATCH_SECONDS))
+        con = None
+        try:
+            wait = max(0.0, deadline - time.monotonic())
+            con = pipeline_store.open_connection(path, read_only=True, wait_seconds=wait)
+            lock_down(con)
+        except BaseException:
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+            with self._cond:
+                self._opening = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._opening = False
+            self._con, self._path, self._version, self._retired = con, path, file_version(path), False
+            self._users = 1
+            self.stats["opened"] += 1
+            self._last_used = time.monotonic()
+            self._start_watcher()
+            self._cond.notify_all()
+            return con
+
+    def _release(self, con: duckdb.DuckDBPyConnection, failed: bool) -> None:
+        with self._cond:
+            if con is self._con:
+                self._users -= 1
+                self._last_used = time.monotonic()
+                if failed:
+                    self.stats["dead"] += 1
+                    self._retired = True
+                if self._retired or self._writers or writer_waiting(self._path):
+                    self._close_if_unused()
+            self._cond.notify_all()
+
+    def _close_if_unused(self) -> None:
+        """Close the connection when no cursor is in flight (call with the lock held); a failing close still
+        forgets the connection, so the next query opens a fresh one."""
+        if self._con is None or self._users > 0:
+            return
+        con, self._con, self._path, self._retired = self._con, None, None, False
+        self.stats["closed"] += 1
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+        self._cond.notify_all()
 
     def _start_watcher(self) -> None:
         if self._watcher is None or not self._watcher.is_alive():
@@ -96,15 +226,16 @@ class SharedReader:
             self._watcher.start()
 
     def _watch(self) -> None:
+        """Let go of an unused connection when a writer waits or after IDLE_SECONDS."""
         while True:
             time.sleep(WATCH_SECONDS)
-            with self._lock:
-                if self._con is None:
+            with self._cond:
+                if self._con is None and not self._opening:
                     self._watcher = None
                     return
-                idle = time.monotonic() - self._last_used > IDLE_SECONDS
-                if self._in_use == 0 and (idle or pipeline_store.writer_waiting(self._key[0])):
-                    self._close()
+                if self._con is not None and self._users == 0 and (
+                        time.monotonic() - self._last_used > IDLE_SECONDS or writer_waiting(self._path)):
+                    self._close_if_unused()
 
 
 # (setting, value to SET, value duckdb_settings() then reports, must hold for the console to run), in order:
