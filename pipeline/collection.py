@@ -95,11 +95,11 @@ def load_parent(store_path: str | Path, run_id: str) -> Parent:
 
 
 def parent_config(row: dict) -> dict:
-    """The config.yaml written beside the checkpoint, else the copy in the store."""
+    """The resolved config stored with the run (committed with it), else the config.yaml beside the checkpoint."""
+    if row.get("config"):
+        return row["config"]
     path = Path(row["checkpoint"]).parent / "config.yaml"
-    if path.exists():
-        return yaml.safe_load(path.read_text()) or {}
-    return row.get("config") or {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def collection_config(path: str, name: str, parent: Parent) -> DataConfig:

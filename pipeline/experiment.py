@@ -1,7 +1,9 @@
 """Run an experiment: prepare its data once, then train, evaluate and store each run.
 
 Runs already complete in the store with the same resolved config are skipped, so a killed
-`make artifacts` resumes with the runs still missing (a run is stored whole or not at all).
+`make artifacts` resumes with the runs still missing (a run is stored whole or not at all). A skipped run's
+checkpoint must load: one a kill left behind is repaired (pipeline/checkpoint.py), a missing or damaged one is
+trained again. The data is refused before any training when no classifier could be trained or scored on it.
 
 Distributed runs (DDP) execute this whole module once per process: Lightning's `ddp` launcher
 re-executes the command when rank 0 reaches its first fit (torchrun/SLURM start every process
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -26,10 +29,10 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import store
+from pipeline import checkpoint, store
 from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
-from pipeline.data.prepare import PreparedData, prepare
+from pipeline.data.prepare import PreparedData, check_trainable, content_digest, prepare
 from pipeline.data.transforms import tta_views
 from pipeline.evaluate import evaluate, heads_pass, mean_of_views, predict_views
 from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
@@ -56,10 +59,24 @@ def config_hash(run: RunConfig, data: PreparedData) -> str:
 
 
 def prepare_data(exp: Experiment, progress: bool = True) -> PreparedData:
+    """Prepare the data, refuse it if no run could learn from it, and store its version (rank 0)."""
     data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress)
+    check_trainable(data, exp.data.path or f"the {exp.data.source} data")
     if is_global_zero():  # the other processes of a distributed run only read the cache
-        store.write_dataset(exp.store, data)
+        data.dataset_id = stored_version(exp.store, data)
+        for old in store.write_dataset(exp.store, data):
+            print(f"[data] dropped dataset version {old}: no run or annotation uses it any more")
     return data
+
+
+def stored_version(path: str, data: PreparedData) -> str:
+    """The id under which this content is stored: a store made before dataset versions keeps the config's key
+    as the id of the same content, so its runs stay valid; otherwise the content-named version."""
+    legacy = data.config.key()
+    stored = store.dataset_content(path, legacy)
+    if stored is not None and content_digest(stored) == content_digest(data.images):
+        return legacy
+    return data.dataset_id
 
 
 def run_experiment(
@@ -80,12 +97,12 @@ def run_experiment(
                 f"{len(data.artists)} artists, {len(data.skipped)} skipped"
             )
         done = store.completed_runs(exp.store)
+        checkpoints = store.run_checkpoints(exp.store)
         todo = []
         for run in runs:
             run_id = exp.run_id(run)
-            if not force and done.get(run_id) == config_hash(run, data):
-                if lead:
-                    print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
+            if not force and done.get(run_id) == config_hash(run, data) and stored_whole(
+                    exp, run, data, checkpoints.get(run_id, (None, None)), lead):
                 continue
             todo.append(run)
     summaries = []
@@ -105,9 +122,34 @@ def run_experiment(
     return summaries
 
 
+def stored_whole(exp: Experiment, run: RunConfig, data: PreparedData, saved: tuple[str | None, str | None],
+                 lead: bool) -> bool:
+    """Whether a complete stored run can be skipped: its checkpoint (if it keeps one) loads and is the stored one.
+
+    A checkpoint committed but not yet moved into place (a kill right after the store commit) is moved in by
+    rank 0; every process of a distributed run comes to the same answer from the same files."""
+    run_id = exp.run_id(run)
+    path, token = Path(saved[0]) if saved[0] else None, saved[1]
+    why = checkpoint.problem(path, token) if path else None
+    if why is None:
+        if lead:
+            print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
+        return True
+    if checkpoint.locate(path, token) != path:
+        if lead and checkpoint.repair(path, token):
+            write_config(exp, run, data)
+            print(f"[repair] {run_id}: its stored checkpoint was moved into place at {path} (the write was stopped)")
+        return True
+    if lead:
+        print(f"[redo] {run_id}: complete in {exp.store}, but its checkpoint is {why}; training it again")
+    return False
+
+
 def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool = True) -> dict | None:
     """Train, evaluate on every image, save the checkpoint and resolved config, store atomically.
 
+    The checkpoint is written beside the previous one and moved into place after the store commit, so a kill
+    at any point leaves the stored run with its own loadable checkpoint (see pipeline/checkpoint.py).
     In a distributed run every process trains; only global rank 0 goes on (the others return None)."""
     if run.strategy == "ensemble":
         return run_ensemble(exp, run, data) if is_global_zero() else None
@@ -128,18 +170,19 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
             result.targets[:, 0], result.labels["period"], exp.attributions, torch.device(result.device),
             run.backbone, progress,
         )
-    out_dir = write_config(exp, run, data)
-    checkpoint = out_dir / "model.pt"
-    torch.save(
+    final = run_dir(exp, run) / "model.pt"
+    token = uuid.uuid4().hex[:16]
+    written = checkpoint.save(
         {"backbone": run.backbone, "labels": result.labels, "dropout": run.head_dropout, "pooling": run.pooling,
          "tta": run.tta, "resize": data.config.resize, "crop": data.config.crop,
          "state_dict": result.model.state_dict()},
-        checkpoint,
+        final, token,
     )
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": result.device, "train_seconds": result.seconds, "eval_seconds": eval_seconds,
-        "epochs": len(result.epochs), "best_epoch": result.best_epoch, "lr": result.lr, "checkpoint": str(checkpoint),
+        "epochs": len(result.epochs), "best_epoch": result.best_epoch, "lr": result.lr, "checkpoint": str(final),
     }, result.notes, attributions)
+    summary["summary"]["checkpoint_token"] = token
     store.write_run(
         exp.store,
         store.RunRecord(run=summary, labels=result.labels, epochs=result.epochs.assign(run_id=run_id),
@@ -148,16 +191,26 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
                         attribution_agreement=attributions and attributions.agreement,
                         attribution_sanity=attributions and attributions.sanity),
     )
+    checkpoint.install(written, final)
+    write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))
     return summary
 
 
-def write_config(exp: Experiment, run: RunConfig, data: PreparedData) -> Path:
-    """The run's folder with its resolved config (what made it, for the README's results log)."""
+def run_dir(exp: Experiment, run: RunConfig) -> Path:
+    """The run's folder under the artifacts: its checkpoint and resolved config."""
     out_dir = Path(exp.artifacts_dir) / "runs" / exp.run_id(run).replace("/", "__")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved_config(exp, run, data), sort_keys=False))
     return out_dir
+
+
+def write_config(exp: Experiment, run: RunConfig, data: PreparedData) -> None:
+    """The resolved config beside the checkpoint (what made it, for the README's results log); written after the
+    store commit and renamed into place, so it never describes a run the store does not hold."""
+    path = run_dir(exp, run) / "config.yaml"
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(resolved_config(exp, run, data), sort_keys=False))
+    os.replace(tmp, path)
 
 
 def resolved_config(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
@@ -205,7 +258,6 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     t0 = time.perf_counter()
     ev = evaluate(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
                   run.seed)
-    write_config(exp, run, data)
     note = f"ensemble: mean probability of {', '.join(members)}"
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": "cpu", "train_seconds": member_runs.train_seconds, "eval_seconds": time.perf_counter() - t0,
@@ -214,6 +266,7 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     store.write_run(exp.store, store.RunRecord(
         run=summary, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
         confusion=ev.confusion, embeddings=ev.embeddings))
+    write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))
     return summary
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline import store
+from pipeline import checkpoint, store
 from pipeline.attribute import Attributor
 from pipeline.config import AttributionConfig, ConfigError
 from pipeline.data.images import decode_square, open_rgb
@@ -38,15 +38,25 @@ class LoadedRun:
 
 def load_run(store_path: str | Path, run_id: str) -> LoadedRun:
     """Rebuild a stored run's model from its checkpoint (no network: the weights are all in the file)."""
-    with store.connect(store_path, read_only=True) as con:
-        row = con.execute("SELECT checkpoint FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
-    if row is None:
+    run = store.get_run(store_path, run_id)
+    if run is None:
+        known = []
+        if Path(store_path).exists():
+            with store.connect(store_path, read_only=True) as con:
+                known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         raise ConfigError(f"no run {run_id!r} in {store_path}; runs: {known}")
-    path = Path(row[0])
+    if not run.get("checkpoint"):
+        raise ConfigError(f"run {run_id} keeps no checkpoint (an ensemble has none), so it cannot explain images")
+    path = Path(run["checkpoint"])
     if not path.exists():
         raise ConfigError(f"checkpoint of {run_id} not found at {path}; re-run it with `python -m pipeline run`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    token = (run.get("summary") or {}).get("checkpoint_token")
+    path = checkpoint.locate(path, token)  # the committed file, if a re-run was stopped before moving it in
+    why = checkpoint.problem(path)
+    if why is not None:
+        raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
+                          "such runs again")
+    ckpt = checkpoint.load(path)
     backbone = build_backbone(ckpt["backbone"], pretrained=False)
     labels = ckpt["labels"]
     model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=ckpt["dropout"],

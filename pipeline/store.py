@@ -189,12 +189,16 @@ def float_lists(matrix: np.ndarray) -> pa.Array:
 def dataset_exists(path: str | Path, dataset_id: str) -> bool:
     if not Path(path).exists():
         return False
-    with connect(path) as con:
+    with connect(path, read_only=True) as con:
         return bool(con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()[0])
 
 
-def write_dataset(path: str | Path, data) -> None:
-    """Replace one prepared dataset (metadata, splits, thumbnails, skips) in one transaction."""
+def write_dataset(path: str | Path, data) -> list[str]:
+    """Store one prepared dataset version (metadata, splits, thumbnails, skips) in one transaction.
+
+    The id names the content (pipeline.data.prepare.dataset_version), so writing it again only refreshes what
+    no run depends on (thumbnails, titles, skips); other versions stay as runs saw them. Older versions of the
+    same config that no run and no annotation points at any more are dropped; returns their ids."""
     columns = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height"]
     images = data.images[[*columns, "thumbnail"]].copy()
     images.insert(0, "dataset_id", data.dataset_id)
@@ -205,8 +209,9 @@ def write_dataset(path: str | Path, data) -> None:
     with connect(path) as con:
         con.execute("BEGIN")
         try:
+            dropped = _unused_versions(con, data.config.key(), data.dataset_id) if data.config is not None else []
             for table in ("datasets", "images", "skipped_images"):
-                con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [data.dataset_id])
+                con.execute(f"DELETE FROM {table} WHERE list_contains(?, dataset_id)", [[data.dataset_id, *dropped]])
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
                 [
@@ -221,6 +226,7 @@ def write_dataset(path: str | Path, data) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    return dropped
 
 
 # ---------------------------------------------------------------- runs
@@ -375,3 +381,41 @@ def _jsonable(obj):
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     return obj
+
+
+# ---------------------------------------------------------------- dataset versions and checkpoints
+
+
+def _unused_versions(con: duckdb.DuckDBPyConnection, key: str, keep: str) -> list[str]:
+    """Versions of the dataset with config key `key` (`key` itself: stored before versions) other than `keep`
+    that no run and no annotation refers to."""
+    import re
+
+    rows = con.execute("""
+        SELECT dataset_id FROM datasets d
+        WHERE starts_with(dataset_id, ?) AND dataset_id <> ?
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.dataset_id = d.dataset_id)
+          AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.dataset_id = d.dataset_id)""", [key, keep]).fetchall()
+    version = re.compile(re.escape(key) + r"(-[0-9a-f]{8})?")
+    return sorted(d for (d,) in rows if version.fullmatch(d))
+
+
+def dataset_content(path: str | Path, dataset_id: str) -> pd.DataFrame | None:
+    """The stored rows that make a dataset version (pipeline.data.prepare.VERSION_COLUMNS); None if not stored."""
+    if not Path(path).exists():
+        return None
+    with connect(path, read_only=True) as con:
+        if not con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()[0]:
+            return None
+        return con.execute("SELECT image_id, content_hash, period, artist, split FROM images WHERE dataset_id = ?",
+                           [dataset_id]).df()
+
+
+def run_checkpoints(path: str | Path) -> dict[str, tuple[str | None, str | None]]:
+    """run_id -> (checkpoint path, checkpoint token) of every complete run (token: None for older runs)."""
+    if not Path(path).exists():
+        return {}
+    with connect(path, read_only=True) as con:
+        rows = con.execute("""SELECT run_id, checkpoint, json_extract_string(summary, '$.checkpoint_token')
+                              FROM runs WHERE status = 'complete'""").fetchall()
+    return {run_id: (ckpt, token) for run_id, ckpt, token in rows}

@@ -4,10 +4,14 @@ Flow: source table → content hash + de-duplication → decode into the cache �
 thumbnails. Every row that drops out on the way is recorded in `skipped` with its file, CSV
 row, stage and a reason, and a short summary is printed, so bad input is never silent.
 Only input that is unusable as a whole raises ConfigError.
+
+A dataset version is its content: the id is the config's key plus a digest of every image's id, bytes, labels
+and split, so a folder that changed is a new version (and stored runs keep pointing at theirs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ KNOWN_ORDERS = [HISTORIC_ART_PERIODS, WIKIART_STYLES, demo.PERIODS]
 IMAGE_COLUMNS = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height",
                  "cache_index", "thumbnail"]
 SKIPPED_COLUMNS = ["path", "row", "reason", "stage"]
+VERSION_COLUMNS = ["image_id", "content_hash", "period", "artist", "split"]  # what a run trains and is scored on
 _KIND = re.compile(r":| \(")  # a reason's kind is the text before its details
 
 
@@ -85,7 +90,7 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
     images = df[IMAGE_COLUMNS].sort_values("image_id").reset_index(drop=True)
     artists = sorted({a for a in images["artist"] if isinstance(a, str) and a})
     data = PreparedData(
-        dataset_id=cfg.key(),
+        dataset_id=dataset_version(cfg.key(), images),
         name="demo (synthetic)" if cfg.source == "demo" else cfg.dataset_name,
         config=cfg,
         images=images,
@@ -99,6 +104,38 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
     )
     print(summary(data))
     return data
+
+
+def content_digest(images: pd.DataFrame) -> str:
+    """sha1 of the rows' ids, content hashes, labels and splits, whatever their order (stored rows give the same)."""
+    rows = images[VERSION_COLUMNS].astype(object)
+    rows = rows.where(rows.notna(), "")
+    lines = sorted("\t".join(str(v) for v in r) for r in rows.itertuples(index=False))
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
+
+
+def dataset_version(key: str, images: pd.DataFrame) -> str:
+    """`<config key>-<content digest>`: one id per config and content; a changed folder gets a new one."""
+    return f"{key}-{content_digest(images)[:8]}"
+
+
+def check_trainable(data: PreparedData, where: str) -> None:
+    """Refuse, before any training, data a classifier cannot learn from or be scored on (one line, naming it)."""
+    images = data.images
+    periods = sorted(images["period"].unique())
+    skipped = f"; {len(data.skipped)} file(s) skipped (see `python -m pipeline prepare`)" if len(data.skipped) else ""
+    if len(periods) < 2:
+        raise ConfigError(
+            f"{where}: fewer than 2 periods after preparation (only {periods[0]!r}, {len(images)} images{skipped}); "
+            "a classifier needs at least 2: add images of other periods (ImageFolder: one folder per period)")
+    split = data.config.split if data.config is not None else None
+    how = f" (split {split.mode}, val={split.val}, test={split.test})" if split is not None else ""
+    untrained = sorted(set(periods) - set(images.loc[images["split"] == "train", "period"]))
+    if untrained:
+        raise ConfigError(f"{where}: no training images for period(s) {untrained}{how}; add images of them or "
+                          "lower the val/test share")
+    if not (images["split"] == "test").any():
+        raise ConfigError(f"{where}: no test images{how}, so no run could be scored; set data.split.test above 0")
 
 
 def period_order(labels: set[str], given: list[str] | None = None) -> list[str]:
