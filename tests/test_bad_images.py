@@ -31,6 +31,7 @@ def make_cases(folder: Path) -> tuple[dict[str, str], list[str]]:
         "text.jpg": "not an image",
         "bomb.png": "image too large",
         "missing.jpg": "file not found",
+        "loop.jpg": "symlink loop",
     }
     (folder / "zero.jpg").write_bytes(b"")
     noisy = io.BytesIO()
@@ -40,6 +41,7 @@ def make_cases(folder: Path) -> tuple[dict[str, str], list[str]]:
     (folder / "text.jpg").write_text("<html>404 not found</html>")
     Image.new("1", (14000, 14000)).save(folder / "bomb.png")  # 196 Mpx > 2 x the default limit, ~30 kB on disk
     os.symlink(folder / "gone.jpg", folder / "missing.jpg")  # a dangling link: listed, but no file behind it
+    os.symlink(folder / "loop.jpg", folder / "loop.jpg")  # a link to itself: not "file not found"
 
     (folder / "cmyk.jpg").write_bytes(jpeg_bytes(mode="CMYK", color=(0, 255, 255, 0)))
     Image.new("L", (40, 30), 128).save(folder / "grey.png")
@@ -128,6 +130,7 @@ def test_prepare_over_a_folder_of_bad_files_never_raises(tmp_path: Path,
     assert reasons["alone.jpg"].startswith("class too small")
     stages = dict(zip(data.skipped["path"].map(lambda p: Path(p).name), data.skipped["stage"], strict=True))
     assert stages["readme.txt"] == "source" and stages["bomb.png"] == "decode" and stages["alone.jpg"] == "split"
+    assert stages["loop.jpg"] == "source"
     assert data.periods == ["Baroque"]
     widths = dict(zip(data.images["image_id"], data.images["width"], strict=True))
     assert widths["Baroque/rotated.jpg"] == 20

@@ -43,9 +43,54 @@ def test_imagefolder_reads_labels_and_records_non_images(tmp_path: Path) -> None
     assert df["artist"].isna().all() and not table.synthetic
     assert all(Path(p).is_absolute() and Path(p).exists() for p in df["path"])
     reasons = {Path(s["path"]).name: s["reason"] for s in table.skipped}
-    assert set(reasons) == {"notes.txt", "loose.jpg"}
+    assert set(reasons) == {"notes.txt", "loose.jpg", ".DS_Store", ".cache"}
     assert "not an image file" in reasons["notes.txt"] and "class folder" in reasons["loose.jpg"]
+    assert reasons[".DS_Store"].startswith("hidden file") and reasons[".cache"].startswith("hidden folder")
     assert {s["stage"] for s in table.skipped} == {"source"}
+
+
+def test_imagefolder_hidden_entries_blank_padded_labels_and_symlink_loops(tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    write_jpeg(root / "Baroque" / "a.jpg")
+    write_jpeg(root / "Baroque " / "b.jpg", seed=1)  # trailing space: the same class, as in a manifest
+    write_jpeg(root / " Rococo" / "c.jpg", seed=2)
+    write_jpeg(root / "Baroque" / ".hidden.jpg", seed=3)
+    write_jpeg(root / ".Hidden" / "d.jpg", seed=4)
+    write_jpeg(root / "Baroque" / ".Hidden" / "e.jpg", seed=5)
+    write_jpeg(root / "   " / "f.jpg", seed=6)
+    (root / "Baroque" / "self.jpg").symlink_to("self.jpg")
+    (root / "Baroque" / "ping.jpg").symlink_to("pong.jpg")
+    (root / "Baroque" / "pong.jpg").symlink_to("ping.jpg")
+    (root / "Baroque" / "gone.jpg").symlink_to("nowhere.jpg")  # dangling: left for the decode stage to name
+    (root / "Rococo").mkdir()
+    (root / "Rococo" / "back").symlink_to("..")  # a folder loop: root/Rococo/back/Rococo/back/...
+
+    table = load_source(DataConfig(source="imagefolder", path=str(root)), tmp_path)
+
+    df = table.images.set_index("image_id")
+    assert sorted(df.index) == [" Rococo/c.jpg", "Baroque /b.jpg", "Baroque/a.jpg", "Baroque/gone.jpg"]
+    assert df["period"].to_dict() == {"Baroque/a.jpg": "Baroque", "Baroque /b.jpg": "Baroque",
+                                      " Rococo/c.jpg": "Rococo", "Baroque/gone.jpg": "Baroque"}
+    reasons = {Path(s["path"]).relative_to(root).as_posix(): s["reason"] for s in table.skipped}
+    assert reasons["Baroque/.hidden.jpg"].startswith("hidden file")
+    assert reasons[".Hidden"].startswith("hidden folder") and reasons["Baroque/.Hidden"].startswith("hidden folder")
+    assert not any(name.endswith(("d.jpg", "e.jpg")) for name in reasons)  # one row per hidden folder
+    assert reasons["   /f.jpg"].startswith("blank class folder name")
+    for link in ("Baroque/self.jpg", "Baroque/ping.jpg", "Baroque/pong.jpg", "Rococo/back"):
+        assert reasons[link].startswith("symlink loop"), (link, reasons[link])
+    assert len(reasons) == len(table.skipped) == 8
+
+
+def test_manifest_names_a_symlink_loop(tmp_path: Path) -> None:
+    write_jpeg(tmp_path / "img" / "one.jpg")
+    (tmp_path / "img" / "loop.jpg").symlink_to("loop.jpg")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,period\nimg/one.jpg,Baroque \nimg/loop.jpg,Baroque\n")
+
+    table = load_source(DataConfig(source="manifest", path=str(manifest)), tmp_path)
+
+    assert table.images["period"].tolist() == ["Baroque"]
+    assert [(s["row"], s["reason"].split(" (")[0]) for s in table.skipped] == [(3, "symlink loop")]
 
 
 def test_manifest_relative_paths_missing_period_and_unknown_label(tmp_path: Path) -> None:

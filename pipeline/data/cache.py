@@ -6,6 +6,12 @@ path, size and mtime, the square size and the thumbnail size; touching one image
 Files are written under a temporary name and renamed when complete (pixels first, the index
 last), so a killed build leaves no cache that looks valid.
 
+Decoding runs in worker processes, never in this one: a file can make its decoder die (the
+out-of-memory killer takes the worker, not the run). A dead worker breaks the pool; the chunks it
+took down are decoded again, each alone in a fresh process, and the files of a chunk that kills
+again are decoded one per process, so the file that kills is found and recorded as skipped and
+every other file is decoded. Nothing waits on a worker that is gone.
+
 Layout under cache_dir: `<name>-<key>-<size>.npy` (uint8, n x size x size x 3, .npy header so
 it is self-describing) and `<name>-<key>-<size>.index.npz` (paths, original sizes, thumbnails,
 decode failures). Row i of the pixels is the i-th path in sorted order.
@@ -19,7 +25,9 @@ import math
 import multiprocessing as mp
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +37,12 @@ from tqdm import tqdm
 
 from pipeline.data.images import BadImage, decode_square
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: squares resized before padding (pad_resize), large non-JPEGs reduced after decoding
 CHUNK = 64  # most images per worker task
+WORKER_DIED = "decode worker died (killed, out of memory?)"
+
+Row = tuple[int, int, int, bytes, str]  # cache row, width, height, thumbnail, failure reason ("" = decoded)
+Chunk = tuple[str, list[int], list[str], int, int, int | None]  # what _decode_chunk takes
 
 
 @dataclass
@@ -123,15 +135,15 @@ def _build(paths: list[str], pixels_file: Path, index_file: Path, size: int, thu
                Image.MAX_IMAGE_PIXELS) for i in range(0, n, step)]
     widths, heights = np.zeros(n, np.int64), np.zeros(n, np.int64)
     reasons, thumbs = [""] * n, [b""] * n
-    workers = max(1, min(workers, len(chunks)))
     bar = tqdm(total=n, desc=f"decoding {pixels_file.stem}", unit="img", disable=not progress)
+
+    def collect(rows: list[Row]) -> None:
+        for i, w, h, thumb, reason in rows:
+            widths[i], heights[i], thumbs[i], reasons[i] = w, h, thumb, reason
+        bar.update(len(rows))
+
     try:
-        if workers == 1:
-            results = map(_decode_chunk, chunks)
-            _collect(results, widths, heights, reasons, thumbs, bar)
-        else:
-            with _context().Pool(workers) as pool:
-                _collect(pool.imap_unordered(_decode_chunk, chunks), widths, heights, reasons, thumbs, bar)
+        decode_chunks(chunks, max(1, min(workers, len(chunks))), collect)
         offsets = np.zeros(n + 1, np.int64)
         offsets[1:] = np.cumsum([len(t) for t in thumbs])
         with open(tmp_index, "wb") as f:
@@ -146,15 +158,67 @@ def _build(paths: list[str], pixels_file: Path, index_file: Path, size: int, thu
             tmp.unlink(missing_ok=True)
 
 
-def _collect(results: Iterable[list[tuple]], widths: np.ndarray, heights: np.ndarray, reasons: list[str],
-             thumbs: list[bytes], bar: tqdm) -> None:
-    for chunk in results:
-        for i, w, h, thumb, reason in chunk:
-            widths[i], heights[i], thumbs[i], reasons[i] = w, h, thumb, reason
-        bar.update(len(chunk))
+def decode_chunks(chunks: list[Chunk], workers: int, collect: Callable[[list[Row]], None]) -> None:
+    """Decode every chunk in worker processes; every row reaches `collect` once, even if a worker dies.
+
+    Pool first (fast); the chunks a dead worker took down, each alone; then the files of chunks that
+    still kill, one per process: the file whose process dies is recorded with WORKER_DIED.
+    """
+    lost = _pooled(chunks, workers, collect)
+    if lost:
+        lost = _isolated(lost, workers, collect)
+    singles = [(file, [i], [path], *rest) for file, rows, paths, *rest in lost
+               for i, path in zip(rows, paths, strict=True)]
+    for single in _isolated(singles, workers, collect):
+        collect([(single[1][0], 0, 0, b"", WORKER_DIED)])
 
 
-def _decode_chunk(task: tuple) -> list[tuple[int, int, int, bytes, str]]:
+def _pooled(chunks: list[Chunk], workers: int, collect: Callable[[list[Row]], None]) -> list[Chunk]:
+    """Chunks through one pool; returns those that a dead worker took down (BrokenProcessPool)."""
+    lost: list[Chunk] = []
+    pool = ProcessPoolExecutor(workers, mp_context=_context())
+    try:
+        futures: dict[Future, Chunk] = {}
+        for chunk in chunks:
+            try:
+                futures[pool.submit(_decode_chunk, chunk)] = chunk
+            except BrokenProcessPool:  # broke while still submitting
+                lost.append(chunk)
+        for future in as_completed(futures):
+            try:
+                collect(future.result())
+            except BrokenProcessPool:
+                lost.append(futures[future])
+    finally:
+        pool.shutdown(cancel_futures=True)  # on an interrupt, queued chunks are dropped, not decoded first
+    return lost
+
+
+def _isolated(chunks: list[Chunk], workers: int, collect: Callable[[list[Row]], None]) -> list[Chunk]:
+    """Each chunk in its own fresh single-worker process, `workers` at a time; returns those whose process died."""
+    lost: list[Chunk] = []
+    todo, running = list(reversed(chunks)), {}
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                chunk = todo.pop()
+                pool = ProcessPoolExecutor(1, mp_context=_context())
+                running[pool.submit(_decode_chunk, chunk)] = (pool, chunk)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                pool, chunk = running.pop(future)
+                pool.shutdown()
+                try:
+                    collect(future.result())
+                except BrokenProcessPool:
+                    lost.append(chunk)
+    finally:
+        for pool, _ in running.values():
+            pool.shutdown(cancel_futures=True)
+    return lost
+
+
+def _decode_chunk(task: Chunk) -> list[Row]:
     """Worker: decode a chunk straight into the memory-mapped file; failures become reasons."""
     file, rows, paths, size, thumb_size, pixel_limit = task
     Image.MAX_IMAGE_PIXELS = pixel_limit

@@ -3,11 +3,18 @@
 Real collections hold truncated downloads, HTML pages saved as .jpg, CMYK scans, 16-bit TIFFs
 and the odd gigapixel file. None of these may stop a run, and none may pass silently, so every
 failure is turned into one exception type whose message is the human-readable reason.
+
+Memory stays bounded by the pixel count of the file: over Image.MAX_IMAGE_PIXELS is refused
+from the header, so is a strip longer than MAX_ASPECT:1 (a 142-byte 65535x1 PNG), and nothing
+is ever allocated at the square of an image's longer side (`pad_resize` resizes, then pads).
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -16,6 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 ORIENTATION = 0x0112  # EXIF tag
+# Longer side over shorter side above which a file is not taken as a painting. Handscrolls photographed
+# whole reach about 24:1 (A Thousand Li of Rivers and Mountains, 51.5 x 1191.5 cm); past 25:1 the picture is
+# under 11 px tall in a 256 px square, and such files are banners, scan strips or broken headers.
+MAX_ASPECT = 25.0
+SYMLINK_LOOP = "symlink loop (the link leads back to itself)"
 
 
 class BadImage(Exception):
@@ -26,7 +38,8 @@ def open_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
     """Open `path` fully decoded as RGB, EXIF orientation applied.
 
     `draft` (pixels) lets JPEGs decode at a reduced DCT scale whose shorter side stays at
-    least that large: a 6000 px scan needed at 256 px decodes several times faster.
+    least that large: a 6000 px scan needed at 256 px decodes several times faster. Other
+    formats are reduced by the same rule right after decoding, before any full-size copy.
     """
     return _open(path, draft)[0]
 
@@ -34,28 +47,12 @@ def open_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
 def _open(path: str | Path, draft: int | None) -> tuple[Image.Image, tuple[int, int]]:
     """open_rgb plus the original (pre-draft, EXIF-rotated) width and height."""
     path = Path(path)
-    if not path.exists():
-        raise BadImage("file not found")
-    if path.is_dir():
-        raise BadImage("not a file (directory)")
-    if path.stat().st_size == 0:
-        raise BadImage("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            width, height = img.size
-            if draft and img.format == "JPEG":
-                img.draft("RGB", (draft, draft))
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"image too large: {_dims(path)} exceeds the limit of {Image.MAX_IMAGE_PIXELS} pixels") from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image: format not recognised") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImage(f"truncated or corrupt image: {exc}") from None
-    except Exception as exc:  # a decoder bug must not stop a run either
-        raise BadImage(f"unreadable image: {type(exc).__name__}: {exc}") from None
+    problem = file_problem(path)
+    if problem:
+        raise BadImage(problem)
+    img, (width, height) = _decode(path, draft)
+    if draft:
+        img = shrink(img, draft)
     try:
         if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):
             width, height = height, width
@@ -63,6 +60,62 @@ def _open(path: str | Path, draft: int | None) -> tuple[Image.Image, tuple[int, 
     except Exception:  # a broken EXIF block is not worth losing the picture over
         pass
     return to_rgb(img), (width, height)
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file at all (missing, a symlink loop, a directory, empty), else None."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return SYMLINK_LOOP
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "file not found"
+        return f"unreadable file: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "not a file (directory)"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+def _decode(path: Path, draft: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Header checks (pixel count, aspect ratio) before any pixel is decoded, then the decode itself."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            try:
+                width, height = img.size
+                check_shape(width, height)
+                if draft and img.format == "JPEG":
+                    img.draft("RGB", (draft, draft))
+                img.load()
+            except BaseException:
+                img.close()
+                raise
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"image too large: {_dims(path)} exceeds the limit of {Image.MAX_IMAGE_PIXELS} pixels") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image: format not recognised") from None
+    except MemoryError:
+        raise BadImage("out of memory while decoding") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImage(f"truncated or corrupt image: {exc}") from None
+    except Exception as exc:  # a decoder bug must not stop a run either
+        raise BadImage(f"unreadable image: {type(exc).__name__}: {exc}") from None
+    return img, (width, height)
+
+
+def check_shape(width: int, height: int) -> None:
+    """Refuse a strip (longer side over MAX_ASPECT times the shorter) from its header alone."""
+    long, short = max(width, height), min(width, height)
+    if short <= 0 or long > MAX_ASPECT * short:
+        ratio = long / max(short, 1)
+        raise BadImage(f"extreme aspect ratio: {width}x{height} is {ratio:.0f}:1, over the limit of {MAX_ASPECT:g}:1 "
+                       "for a painting")
 
 
 def _dims(path: Path) -> str:
@@ -77,6 +130,20 @@ def _dims(path: Path) -> str:
             Image.MAX_IMAGE_PIXELS = limit
     except Exception:
         return "its size"
+
+
+def shrink(img: Image.Image, least: int) -> Image.Image:
+    """Box-reduce by the largest whole factor keeping both sides >= `least` (what JPEG draft does).
+
+    Done before the EXIF turn and the RGB conversion so those copy a small picture, not a 80 Mpx one.
+    Palette and 1-bit images are converted first (Image.reduce cannot take them); 16-bit stays as is.
+    """
+    factor = min(img.width // least, img.height // least)
+    if factor < 2 or img.mode.startswith("I;16"):
+        return img
+    if img.mode in ("P", "1"):
+        img = img.convert("RGBA" if img.mode == "P" and "transparency" in img.info else "RGB")
+    return img.reduce(factor)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -106,18 +173,45 @@ def _to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
         lo, top = 0.0, 65535.0  # 16-bit samples widened to 32-bit "I"
     else:
         top = max(hi, lo + 1.0)  # anything else: stretch its own range
-    scaled = (a.astype(np.float64) - lo) * (255.0 / (top - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    exact = np.float32 if max(abs(lo), abs(top)) < 2**24 else np.float64  # float32: half the memory
+    scaled = a.astype(exact)
+    scaled -= lo
+    scaled *= 255.0 / (top - lo)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def square_pad(img: Image.Image, fill: int = 0) -> Image.Image:
-    """Pad to a square, image centred, black bars: a painting is never cropped or stretched."""
+    """Pad to a square at full size, image centred: (longer side)^2 pixels, so only for small images.
+
+    The cache and the reference transform use `pad_resize`, which gives the same picture without that cost.
+    """
     w, h = img.size
     side = max(w, h)
     if w == h:
         return img
     out = Image.new(img.mode, (side, side), fill)
     out.paste(img, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def pad_resize(img: Image.Image, size: int, fill: int = 0,
+               resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
+    """A `size` x `size` square: the image resized so its longer side is `size`, centred between black bars.
+
+    The same picture as padding to a square and resizing that (up to a pixel's rounding where image meets
+    bar), but never allocates the full-size square: a 30000x10 strip padded first needed 2.7 GB.
+    """
+    w, h = img.size
+    scale = size / max(w, h)
+    inner = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if inner != img.size:
+        img = img.resize(inner, resample)
+    if inner == (size, size):
+        return img
+    out = Image.new(img.mode, (size, size), fill)
+    out.paste(img, ((size - inner[0]) // 2, (size - inner[1]) // 2))
     return out
 
 
@@ -135,10 +229,9 @@ def thumbnail_jpeg(img: Image.Image, max_side: int, quality: int = 85) -> bytes:
 def decode_square(path: str | Path, size: int, thumb_size: int = 192) -> tuple[np.ndarray, int, int, bytes]:
     """Decode once for the cache: (size x size x 3 uint8 padded+resized, width, height, thumbnail).
 
-    The square is resized from the padded image exactly like the reference transform
-    (SquarePad then Resize), so cached pixels match what a single-image prediction sees.
+    The square is made exactly like the reference transform makes it (`pad_resize`), so cached
+    pixels match what a single-image prediction sees.
     """
     img, (width, height) = _open(path, draft=max(size, thumb_size))
     thumb = thumbnail_jpeg(img, thumb_size)
-    square = square_pad(img).resize((size, size), Image.Resampling.BILINEAR)
-    return np.array(square, dtype=np.uint8), width, height, thumb
+    return np.array(pad_resize(img, size), dtype=np.uint8), width, height, thumb

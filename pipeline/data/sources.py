@@ -7,6 +7,7 @@ CSV row and a reason; only input that is unusable as a whole raises ConfigError.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DEFAULT_SHARED, ConfigError, DataConfig
+from pipeline.data.images import SYMLINK_LOOP
 
 IMAGE_COLUMNS = ["image_id", "path", "period", "artist", "title", "date", "row"]
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -76,33 +78,69 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def read_imagefolder(root: Path) -> SourceTable:
-    """`root/<label>/<file>`: label from the first folder, image_id the relative posix path."""
+    """`root/<label>/<file>`: label from the first folder (stripped, as manifest labels are), image_id the path.
+
+    Hidden files and folders (name starting with '.') are not read but recorded, one row per hidden
+    folder; so are symlink loops, files or folders.
+    """
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; an ImageFolder source needs root/<label>/<image>")
     records, skipped, visited = [], [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink loop: linked class folders are fine, cycles are not
+        if real in visited:  # linked class folders are fine, cycles and second links are not read twice
+            skipped.append(skip(Path(dirpath).absolute(), None, _revisit_reason(dirpath, real)))
             dirnames[:] = []
             continue
         visited.add(real)
+        skipped += [skip((Path(dirpath) / d).absolute(), None, "hidden folder (name starts with '.'; not read)")
+                    for d in sorted(dirnames) if d.startswith(".")]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root)
-            if len(rel.parts) < 2:
-                skipped.append(skip(path.absolute(), None, "not in a class folder (expected root/<label>/<file>)"))
-            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append(skip(path.absolute(), None, f"not an image file (extension {path.suffix or 'none'!r})"))
+            record, skipped_row = _imagefolder_entry(root, Path(dirpath) / name)
+            if record:
+                records.append(record)
             else:
-                records.append({"image_id": rel.as_posix(), "path": str(path.absolute()), "period": rel.parts[0],
-                                "artist": None, "title": None, "date": None, "row": None})
+                skipped.append(skipped_row)
     if not records:
         raise ConfigError(f"no images found under {root} (expected root/<label>/<image>, extensions "
                           f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     return SourceTable(to_frame(records), skipped)
+
+
+def _imagefolder_entry(root: Path, path: Path) -> tuple[dict | None, dict | None]:
+    """One file under an ImageFolder root: its images row, or its skip row."""
+    rel = path.relative_to(root)
+    label = rel.parts[0].strip() if len(rel.parts) > 1 else ""
+    if path.name.startswith("."):
+        return None, skip(path.absolute(), None, "hidden file (name starts with '.'; not read)")
+    if is_symlink_loop(path):
+        return None, skip(path.absolute(), None, SYMLINK_LOOP)
+    if len(rel.parts) < 2:
+        return None, skip(path.absolute(), None, "not in a class folder (expected root/<label>/<file>)")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None, skip(path.absolute(), None, f"not an image file (extension {path.suffix or 'none'!r})")
+    if not label:
+        return None, skip(path.absolute(), None, f"blank class folder name {rel.parts[0]!r}")
+    return {"image_id": rel.as_posix(), "path": str(path.absolute()), "period": label, "artist": None,
+            "title": None, "date": None, "row": None}, None
+
+
+def is_symlink_loop(path: str | Path) -> bool:
+    """A link that leads back to itself (os.stat fails with ELOOP): otherwise reported as 'file not found'."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _revisit_reason(dirpath: str, real: str) -> str:
+    """Why a folder reached a second time is not read: a loop (it contains itself) or a second link."""
+    inside = os.path.realpath(os.path.dirname(dirpath))
+    if inside == real or inside.startswith(real.rstrip(os.sep) + os.sep):
+        return f"symlink loop (the folder links back to {real}, which contains it)"
+    return f"folder already read through another link ({real})"
 
 
 def read_csv_checked(path: Path, required: list[str]) -> pd.DataFrame:
@@ -139,6 +177,9 @@ def read_manifest(csv_path: Path) -> SourceTable:
             skipped.append(skip(path, line, "missing period (empty 'period' cell)"))
             continue
         image_id = r.get("image_id") or (path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path))
+        if is_symlink_loop(path):
+            skipped.append(skip(path, line, SYMLINK_LOOP))
+            continue
         if image_id in seen:
             skipped.append(skip(path, line, f"repeated row: image_id {image_id!r} already on line {seen[image_id]}"))
             continue

@@ -1,7 +1,9 @@
 """The reference's image transform, and the same thing on cached uint8 batches.
 
 `reference_transform` is the per-image PIL pipeline of the reference experiment (SquarePad →
-Resize → CenterCrop → ToTensor → Normalize); it serves single new images. Training reads
+Resize → CenterCrop → ToTensor → Normalize, with the pad and resize done as one `SquareResize`,
+which resizes before it pads so a strip never costs its longer side squared); it serves single
+new images. Training reads
 images that the cache already padded and resized, so `BatchTransform` only crops, flips and
 normalises whole batches, on whatever device they are on.
 """
@@ -16,14 +18,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from pipeline.data.images import square_pad
+from pipeline.data.images import pad_resize, square_pad
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SquarePad:
-    """Pad a PIL image to a square with black bars, image centred (never crop or stretch a painting)."""
+    """Pad a PIL image to a square with black bars, image centred (never crop or stretch a painting).
+
+    At full size: (longer side)^2 pixels. Before a resize, use SquareResize, which gives the same picture.
+    """
 
     def __init__(self, fill: int = 0) -> None:
         self.fill = fill
@@ -35,11 +40,25 @@ class SquarePad:
         return f"SquarePad(fill={self.fill})"
 
 
+class SquareResize:
+    """SquarePad then Resize(size) in one step that resizes first: memory bounded by the output, not the input."""
+
+    def __init__(self, size: int, fill: int = 0) -> None:
+        self.size = size
+        self.fill = fill
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return pad_resize(img, self.size, self.fill)
+
+    def __repr__(self) -> str:
+        return f"SquareResize(size={self.size}, fill={self.fill})"
+
+
 def reference_transform(
     resize: int = 256, crop: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> T.Compose:
-    """PIL RGB image → normalised (3, crop, crop) tensor, as the reference did it."""
-    return T.Compose([SquarePad(), T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean, std)])
+    """PIL RGB image → normalised (3, crop, crop) tensor, as the reference did it (pad, resize, crop)."""
+    return T.Compose([SquareResize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean, std)])
 
 
 CONTENT_LEVEL = 8  # a row or column of the padded square with no channel above this is a black bar
