@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipeline.data.images import BadImage, open_rgb, pad_resize, square_pad
+from pipeline.data.images import BadImage, decode_square, open_rgb, pad_resize, shrink, square_pad, to_rgb
 from tests.conftest import REPO_ROOT
 
 CAP_MB = 1536  # the old code needed 2.7 GB for a 30000x10 JPEG, 12.9 GB for a 65535x1 PNG
@@ -125,12 +125,36 @@ def test_a_large_non_jpeg_costs_about_its_decoded_size(tmp_path: Path, mode: str
 
 
 def test_aspect_limit_is_25_to_1(tmp_path: Path) -> None:
-    for size in [(10, 260), (250, 10), (10, 250)]:
+    for size in [(10, 260), (251, 10), (250, 10), (10, 250)]:
         Image.new("RGB", size).save(tmp_path / f"{size[0]}x{size[1]}.png")
-    with pytest.raises(BadImage, match="extreme aspect ratio: 10x260 is 26:1"):
+    with pytest.raises(BadImage, match="extreme aspect ratio: 10x260 is 26:1, over the limit of 25:1"):
         open_rgb(tmp_path / "10x260.png")
+    with pytest.raises(BadImage, match="251x10 is 25.1:1"):
+        open_rgb(tmp_path / "251x10.png")
     assert open_rgb(tmp_path / "250x10.png").size == (250, 10)
     assert open_rgb(tmp_path / "10x250.png").size == (10, 250)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr"])
+def test_shrink_keeps_colours_and_enough_pixels_in_every_mode(mode: str) -> None:
+    img = Image.new(mode, (900, 450), {"I;16": 30000, "I": 200, "F": 0.5}.get(mode, 1))
+    if mode in ("P", "PA"):
+        img.putpalette([0, 0, 0, 200, 40, 90] + [0] * 762)
+    small = shrink(img, 100)
+    assert min(small.size) >= 100 and (max(small.size) <= 450 or mode == "I;16")
+    expected = np.asarray(to_rgb(img))[200, 400]
+    assert np.abs(np.asarray(to_rgb(small)).astype(int)[100, 200] - expected).max() <= 1, (mode, small.mode)
+
+
+def test_a_large_turned_jpeg_keeps_its_orientation_when_reduced(tmp_path: Path) -> None:
+    img = Image.new("RGB", (3000, 1000), (0, 200, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    img.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    assert open_rgb(tmp_path / "turned.jpg", draft=64).size == (125, 375)  # decoded at 1/8 scale, then turned
+    arr, width, height, _ = decode_square(tmp_path / "turned.jpg", 64)
+    assert (width, height) == (1000, 3000)
+    assert arr[:, :10].max() < 20 and arr[:, 30:34, 1].min() > 150  # portrait: bars left and right
 
 
 @pytest.mark.parametrize("w,h,size", [(300, 120, 64), (120, 300, 64), (257, 256, 64), (1000, 40, 256),

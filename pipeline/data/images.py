@@ -113,8 +113,8 @@ def check_shape(width: int, height: int) -> None:
     """Refuse a strip (longer side over MAX_ASPECT times the shorter) from its header alone."""
     long, short = max(width, height), min(width, height)
     if short <= 0 or long > MAX_ASPECT * short:
-        ratio = long / max(short, 1)
-        raise BadImage(f"extreme aspect ratio: {width}x{height} is {ratio:.0f}:1, over the limit of {MAX_ASPECT:g}:1 "
+        ratio = f"{long / max(short, 1):.1f}".removesuffix(".0")
+        raise BadImage(f"extreme aspect ratio: {width}x{height} is {ratio}:1, over the limit of {MAX_ASPECT:g}:1 "
                        "for a painting")
 
 
@@ -136,14 +136,20 @@ def shrink(img: Image.Image, least: int) -> Image.Image:
     """Box-reduce by the largest whole factor keeping both sides >= `least` (what JPEG draft does).
 
     Done before the EXIF turn and the RGB conversion so those copy a small picture, not a 80 Mpx one.
-    Palette and 1-bit images are converted first (Image.reduce cannot take them); 16-bit stays as is.
+    Palette and 1-bit images are converted first (averaging palette indices is meaningless); 16-bit
+    ones stay as they are (Image.reduce cannot take them; `_to_uint8` scales them in float32).
     """
     factor = min(img.width // least, img.height // least)
     if factor < 2 or img.mode.startswith("I;16"):
         return img
-    if img.mode in ("P", "1"):
-        img = img.convert("RGBA" if img.mode == "P" and "transparency" in img.info else "RGB")
-    return img.reduce(factor)
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    try:
+        return img.reduce(factor)
+    except ValueError:  # a mode Image.reduce does not know: decode at full size, as before
+        return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
