@@ -8,9 +8,17 @@ so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
+import math
 import os
+import re
+import reprlib
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,11 @@ DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "datasets"
 
 
 class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message says what to change."""
+    """A config file or value that cannot be used; the message says what to change, one line per problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 @dataclass
@@ -170,142 +182,551 @@ class Experiment:
         return [r for r in self.runs if r.name in names]
 
 
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**raw)
+# ------------------------------------------------------------------------------------------ reading YAML
+
+MAX_CONFIG_BYTES = 1_000_000  # an experiment is a few KB; anything bigger is the wrong file
+MAX_YAML_VALUES = 100_000  # values after alias expansion: a "billion laughs" file stops here, not at MemoryError
+_YAML_BASE: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _validate_run(run: RunConfig, where: str) -> None:
-    from pipeline.models.backbones import BACKBONES  # local: keeps config importable cheaply
+class _ConfigLoader(_YAML_BASE):  # type: ignore[misc, valid-type]
+    """Safe YAML (no Python tags), where `1e-3` is a number and a key given twice is an error, not a silent pick."""
 
-    if run.backbone not in BACKBONES:
-        raise ConfigError(f"{where}: backbone {run.backbone!r} unknown; choose from {sorted(BACKBONES)}")
-    if run.strategy not in STRATEGIES:
-        raise ConfigError(f"{where}: strategy {run.strategy!r} unknown; choose from {STRATEGIES}")
-    if run.strategy == "partial" and not run.freeze_until:
-        raise ConfigError(f"{where}: strategy 'partial' needs freeze_until: k (blocks frozen, >= 1)")
-    if run.strategy != "partial" and run.freeze_until is not None:
-        raise ConfigError(f"{where}: freeze_until only applies to strategy 'partial'")
-    if run.tasks not in (["period"], ["period", "artist"]):
-        raise ConfigError(f"{where}: tasks must be [period] or [period, artist], got {run.tasks}")
-    if run.projection not in ("tsne", "pca"):
-        raise ConfigError(f"{where}: projection must be 'tsne' or 'pca'")
-    _validate_recipe(run, where)
-    if run.epochs < 1 or run.batch_size < 1:
-        raise ConfigError(f"{where}: epochs and batch_size must be >= 1")
-    _validate_distributed(run, where)
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key_node.value!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-def _validate_recipe(run: RunConfig, where: str) -> None:
+_ConfigLoader.add_implicit_resolver(  # YAML 1.1 wants a dot in a float; people write lr: 1e-3
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(path: Path) -> Any:
+    """The file's YAML, bounded in size and alias expansion; every failure is one ConfigError line."""
+    if not path.exists():
+        raise ConfigError(f"experiment file {path} not found; see configs/ for examples")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give an experiment YAML file (for example configs/demo.yaml)")
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file; give an experiment YAML file")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; "
+                          "an experiment is a few KB of YAML")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                          "give an experiment YAML file") from None
+    return _parse_yaml(text, path)
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be an experiment file") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """One line: where and what, in the user's terms."""
+    if isinstance(exc, yaml.reader.ReaderError):  # libyaml gives a character offset and code, not a mark
+        line = text[: exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"not valid YAML at line {line}: {exc.reason} (found {char!r})"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return "not valid YAML: " + " ".join(str(exc).split())
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = exc.problem or ""
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return f"{where}tag {shown!r} is not allowed; an experiment is plain YAML (mappings, lists, text, numbers)"
+    context = f" ({exc.context})" if exc.context else ""
+    return f"not valid YAML at {where}{problem}{context}"
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuse recursive aliases and documents whose aliases expand past MAX_YAML_VALUES (counted on the node graph,
+    each shared node once, so a bomb is refused in microseconds)."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()  # the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        if leaving:
+            entered.discard(key)
+            sizes[key] = min(MAX_YAML_VALUES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in entered:
+            raise ConfigError(f"{path}: line {node.start_mark.line + 1}: an alias refers to a value that contains "
+                              "it (recursive alias)")
+        entered.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    if sizes[id(root)] > MAX_YAML_VALUES:
+        raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its aliases "
+                          "(*name repeats &name); an experiment needs a few hundred")
+
+
+# ------------------------------------------------------------------------------------------ value rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value of the right type must also satisfy; the wording completes "<key> must be <type> ..."."""
+
+    ok: Callable[[Any], bool]
+    text: str = ""  # appended to the type: ">= 1"
+    expected: str = ""  # replaces the whole description: "'auto' or a whole number >= 1"
+    choices: tuple = ()  # shown as "<value> unknown; choose from ..."
+    each: bool = False  # a list: every element must pass
+
+
+def at_least(lo: float) -> Rule:
+    return Rule(lambda v: v >= lo, f">= {lo}")
+
+
+def within(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    def ok(v: float) -> bool:
+        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+
+    return Rule(ok, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+
+
+def one_of(choices: Sequence[str], each: bool = False, also: Sequence[str] = ()) -> Rule:
+    """`also`: accepted here but refused later with its own reason (not offered as a choice)."""
+    allowed = set(choices) | set(also)
+    return Rule(lambda v: v in allowed, choices=tuple(choices), each=each)
+
+
+def _is_name(value: str) -> bool:
+    return len(value) <= MAX_NAME and NAME_PATTERN.fullmatch(value) is not None
+
+
+MAX_NAME = 80
+NAME_PATTERN = re.compile(r"\w(?:[\w.+ -]*[\w.+-])?")  # a file name on every system; no '/', '@', control chars
+NAME = Rule(_is_name, expected=f"a name of letters, digits, '_', '.', '+', '-' or inner spaces (at most {MAX_NAME}), "
+                               "starting with a letter or digit")
+NAME_EACH = Rule(_is_name, expected=f"a list of run names ({NAME.expected})", each=True)
+SEED = within(0, 2**32 - 1)  # Lightning and numpy take unsigned 32-bit seeds (Lightning replaces others at random)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # "auto": a GPU when there is one (pipeline.evaluate.pick_device)
+SPLIT_NAMES = ("train", "val", "test")
+TASK_SETS = (["period"], ["period", "artist"])
+
+
+def _devices_ok(v: Any) -> bool:
+    return v == "auto" or (_is_int(v) and v >= 1)
+
+
+def _unique_nonempty(v: list[str]) -> bool:
+    return bool(v) and len(set(v)) == len(v) and all(s.strip() for s in v)
+
+
+def _crop_scale_ok(v: list[float]) -> bool:
+    return len(v) == 2 and 0 < v[0] <= v[1] <= 1
+
+
+@functools.cache
+def rules() -> dict[tuple[type, str], Rule]:
+    """Every range and choice, by (dataclass, field); registries are read on first use."""
+    from pipeline.models.backbones import BACKBONES  # local: keeps `import pipeline.config` free of torch
     from pipeline.models.classifier import POOLINGS
 
-    choices = {"pooling": POOLINGS, "optimizer": ("sgd", "adamw"), "schedule": ("plateau", "cosine")}
-    for name, allowed in choices.items():
-        if getattr(run, name) not in allowed:
-            raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(run, name)!r}")
-    if not 0 <= run.label_smoothing < 1 or run.mixup < 0 or run.warmup_epochs < 0 or not 0 < run.layer_decay <= 1:
-        raise ConfigError(f"{where}: label_smoothing must be in [0, 1), mixup and warmup_epochs >= 0, "
-                          "layer_decay in (0, 1]")
-    scale = run.crop_scale
-    if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
-        raise ConfigError(f"{where}: crop_scale must be [min, max] with 0 < min <= max <= 1, got {scale}")
-    bad = [v for v in run.tta if v not in TTA_VIEWS]
-    if bad:
-        raise ConfigError(f"{where}: tta views {bad} unknown; choose from {TTA_VIEWS}")
-    if (run.strategy == "ensemble") != bool(run.members):
-        raise ConfigError(f"{where}: strategy 'ensemble' needs members: [run names], and only it takes members")
+    size = within(8, 4096)
+    return {
+        (SplitConfig, "mode"): one_of(SPLIT_MODES), (SplitConfig, "val"): at_least(0),
+        (SplitConfig, "test"): at_least(0), (SplitConfig, "seed"): SEED,
+        (DataConfig, "source"): one_of(SOURCES), (DataConfig, "name"): NAME,
+        (DataConfig, "resize"): size, (DataConfig, "crop"): size, (DataConfig, "thumbnail_size"): within(16, 1024),
+        (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
+        (RunConfig, "name"): NAME, (RunConfig, "backbone"): one_of(sorted(BACKBONES)),
+        (RunConfig, "strategy"): one_of(STRATEGIES), (RunConfig, "freeze_until"): at_least(1),
+        (RunConfig, "tasks"): Rule(lambda v: v in TASK_SETS, expected="[period] or [period, artist]"),
+        (RunConfig, "epochs"): at_least(1), (RunConfig, "stage2_epochs"): at_least(1),
+        (RunConfig, "stage2_lr_factor"): within(0, 1, lo_open=True), (RunConfig, "batch_size"): at_least(1),
+        (RunConfig, "lr"): within(0, 10, lo_open=True), (RunConfig, "momentum"): within(0, 1, hi_open=True),
+        (RunConfig, "weight_decay"): within(0, 1), (RunConfig, "dropout"): within(0, 1, hi_open=True),
+        (RunConfig, "patience"): at_least(0), (RunConfig, "plateau_patience"): at_least(0),
+        (RunConfig, "plateau_factor"): within(0, 1, lo_open=True, hi_open=True), (RunConfig, "seed"): SEED,
+        (RunConfig, "num_workers"): within(0, 256), (RunConfig, "accelerator"): one_of(ACCELERATORS),
+        (RunConfig, "devices"): Rule(_devices_ok, expected="'auto' or a whole number >= 1"),
+        (RunConfig, "num_nodes"): at_least(1), (RunConfig, "distributed"): one_of(DISTRIBUTED, also=SPAWNING),
+        (RunConfig, "max_minutes"): Rule(lambda v: v > 0, "> 0"),
+        (RunConfig, "projection"): one_of(("tsne", "pca")), (RunConfig, "pooling"): one_of(POOLINGS),
+        (RunConfig, "optimizer"): one_of(("sgd", "adamw")), (RunConfig, "schedule"): one_of(("plateau", "cosine")),
+        (RunConfig, "warmup_epochs"): at_least(0), (RunConfig, "label_smoothing"): within(0, 1, hi_open=True),
+        (RunConfig, "mixup"): at_least(0), (RunConfig, "layer_decay"): within(0, 1, lo_open=True),
+        (RunConfig, "crop_scale"): Rule(_crop_scale_ok, expected="[min, max] with 0 < min <= max <= 1"),
+        (RunConfig, "tta"): one_of(TTA_VIEWS, each=True), (RunConfig, "members"): NAME_EACH,
+        (AttributionConfig, "methods"): one_of(ATTRIBUTION_METHODS, each=True),
+        (AttributionConfig, "splits"): one_of(SPLIT_NAMES, each=True), (AttributionConfig, "max_images"): at_least(0),
+        (AttributionConfig, "ig_steps"): at_least(1), (AttributionConfig, "ig_baseline"): one_of(("black", "blur")),
+        (AttributionConfig, "internal_batch_size"): at_least(1), (AttributionConfig, "batch_size"): at_least(1),
+        (AttributionConfig, "heatmap_size"): within(8, 1024), (AttributionConfig, "sanity_images"): at_least(0),
+    }
 
 
-def _validate_distributed(run: RunConfig, where: str) -> None:
-    def count(value: object) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+# ------------------------------------------------------------------------------------------ checking values
 
-    if run.devices != "auto" and (count(run.devices) is None or run.devices < 1):
-        raise ConfigError(f"{where}: devices must be 'auto' or a whole number >= 1, got {run.devices!r}")
-    if count(run.num_nodes) is None or run.num_nodes < 1:
-        raise ConfigError(f"{where}: num_nodes must be a whole number >= 1, got {run.num_nodes!r}")
-    if run.distributed in SPAWNING:
-        raise ConfigError(
-            f"{where}: distributed {run.distributed!r} is not supported: spawned workers hand back only the final "
-            "weights, not the epoch history and best-epoch weights a run stores; use 'ddp' (the command runs once "
-            "per process)"
-        )
-    if run.distributed not in DISTRIBUTED:
-        raise ConfigError(f"{where}: distributed {run.distributed!r} unknown; choose from {DISTRIBUTED}")
-    processes = (count(run.devices) or 1) * run.num_nodes
-    if run.lr_finder and (processes > 1 or run.distributed == "ddp"):
-        raise ConfigError(
-            f"{where}: lr_finder does not run with several processes (Lightning's tuner is single-process); "
-            "find the LR in a single-process run, then set lr: and drop lr_finder"
-        )
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` (as YAML gives it) has the type hint's type; a bool is not a number, NaN not a number."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+TYPE_WORDS = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+              float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def _describe(hint: Any, rule: Rule | None) -> str:
+    """"an integer >= 1", "a list of strings, or null": the type hint in words, with the rule's range."""
+    if rule is not None and rule.expected:
+        return rule.expected
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else [hint]
+    words = []
+    for a in args:
+        if typing.get_origin(a) is list:
+            words.append("a list of " + TYPE_WORDS[typing.get_args(a)[0]][1])
+        else:
+            words.append(TYPE_WORDS[a][0] if a in TYPE_WORDS else "a mapping")
+    text = " or ".join(words) + (f" {rule.text}" if rule is not None and rule.text else "")
+    return text + (", or null" if len(args) < len(typing.get_args(hint)) else "")
+
+
+def _show(value: Any) -> str:
+    """A value for a message: short even for a huge or recursive one."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 3
+
+
+def _kind(value: Any) -> str:
+    """"a mapping", "a list", or the value itself."""
+    words = {dict: "a mapping", list: "a list", type(None): "nothing"}
+    return next((w for t, w in words.items() if isinstance(value, t)), _show(value))
+
+
+def _section(raw: dict, name: str) -> Any:
+    """A top-level block; left out or left empty (`defaults:`) means all defaults."""
+    value = raw.get(name)
+    return {} if value is None else value
+
+
+def check_value(key: str, value: Any, hint: Any, rule: Rule | None) -> str | None:
+    """The problem with one value, as a line naming `key`, or None."""
+    if not _matches(value, hint):
+        return f"{key} must be {_describe(hint, rule)}, got {_show(value)}"
+    if rule is None or value is None:
+        return None
+    for item in value if rule.each else [value]:
+        if not rule.ok(item):
+            if rule.choices:
+                return f"{key} {_show(item)} unknown; choose from {', '.join(map(repr, rule.choices))}"
+            return f"{key} must be {_describe(hint, rule)}, got {_show(value)}"
+    return None
+
+
+class Problems:
+    """Every problem found in one file, each one line starting with the file and naming the key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: dict[str, None] = {}  # ordered, without repeats (a bad default is reported once)
+
+    def add(self, line: str) -> None:
+        self.lines[f"{self.path}: {line}"] = None
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError("\n".join(self.lines), problems=list(self.lines))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _required(cls: type) -> set[str]:
+    missing = (dataclasses.MISSING,)
+    return {f.name for f in fields(cls) if f.default in missing and f.default_factory in missing}
+
+
+def check_fields(cls: type, raw: Any, key: str, problems: Problems, skip: tuple[str, ...] = (),
+                 required: bool = True) -> dict[str, Any] | None:
+    """Type and range of every key meant for dataclass `cls`; returns the mapping when all of it is usable."""
+    if not isinstance(raw, dict):
+        problems.add(f"{key} must be a mapping (key: value lines), got {_kind(raw)}")
+        return None
+    hints, table, ok = _hints(cls), rules(), True
+    allowed = [n for n in hints if n not in skip]
+    for name, value in raw.items():
+        where = f"{key}.{name}"
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            problems.add(f"{key}: unknown key {_show(name)} ({hint})")
+            ok = False
+        elif dataclasses.is_dataclass(hints[name]):
+            ok = check_fields(hints[name], {} if value is None else value, where, problems) is not None and ok
+        else:
+            line = check_value(where, value, hints[name], table.get((cls, name)))
+            if line:
+                problems.add(line)
+                ok = False
+    for name in sorted(_required(cls) - set(raw) - set(skip)) if required else []:
+        problems.add(f"{key}.{name} is required")
+        ok = False
+    return raw if ok else None
+
+
+# ------------------------------------------------------------------------------------------ the experiment
+
+TOP_LEVEL = ("name", "data", "defaults", "runs", "store", "attributions")
 
 
 def load_experiment(path: str | os.PathLike, data_path: str | None = None, store: str | None = None) -> Experiment:
-    """Read an experiment YAML; `data_path` points the data block at another collection."""
+    """Read and check a whole experiment YAML before any work: every problem at once, one line each, as ConfigError.
+    `data_path` points the data block at another collection."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"experiment file {path} not found; see configs/ for examples")
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - {"name", "data", "defaults", "runs", "store", "attributions"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}")
-    data_raw = dict(raw.get("data") or {})
-    split = _build(SplitConfig, dict(data_raw.pop("split", None) or {}), f"{path}: data.split")
-    data = _build(DataConfig, {**data_raw, "split": split}, f"{path}: data")
-    if data_path:
-        data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
-    data.path = _expand(data.path)
-    if data.path and "$" in data.path:
-        raise ConfigError(
-            f"{path}: data.path {data.path!r} names an environment variable that is not set; "
-            "set it to the dataset folder or pass --data PATH"
-        )
-    if data.source not in SOURCES:
-        raise ConfigError(f"{path}: data.source {data.source!r} unknown; choose from {SOURCES}")
-    if data.source != "demo" and not data.path:
-        raise ConfigError(f"{path}: data.path is required for source {data.source!r}")
-    if data.split.mode not in SPLIT_MODES:
-        raise ConfigError(f"{path}: data.split.mode must be one of {SPLIT_MODES}")
-    if data.crop > data.resize:
-        raise ConfigError(f"{path}: data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
-
-    defaults = dict(raw.get("defaults") or {})
-    runs = []
-    for i, run_raw in enumerate(raw.get("runs") or []):
-        where = f"{path}: runs[{i}]"
-        run = _build(RunConfig, {**defaults, **run_raw}, where)
-        _validate_run(run, where)
-        if "artist" in run.tasks and data.source in ("imagefolder",):
-            raise ConfigError(f"{where}: task 'artist' needs artist labels; an ImageFolder has none")
-        runs.append(run)
-    if not runs:
-        raise ConfigError(f"{path}: no runs defined")
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: run names must be unique, got {names}")
-    for i, run in enumerate(runs):
-        missing = [m for m in run.members if m not in names[:i] or runs[names.index(m)].strategy == "ensemble"]
-        if missing:
-            raise ConfigError(f"{path}: runs[{i}] ({run.name}): members {missing} must be trained runs listed "
-                              f"before the ensemble; runs: {names}")
-    attributions = _build(AttributionConfig, dict(raw.get("attributions") or {}), f"{path}: attributions")
-    bad = [m for m in attributions.methods if m not in ATTRIBUTION_METHODS]
-    if bad or attributions.ig_baseline not in ("black", "blur"):
-        raise ConfigError(
-            f"{path}: attributions: methods must be among {ATTRIBUTION_METHODS} (got {bad}) and ig_baseline "
-            f"'black' or 'blur' (got {attributions.ig_baseline!r})"
-        )
+    raw = read_yaml(path)
+    problems = Problems(path)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        problems.add(f"an experiment must be a mapping with keys {', '.join(TOP_LEVEL)}, got {_kind(raw)}")
+        problems.raise_if_any()
+    for name in raw:
+        if name not in TOP_LEVEL:
+            problems.add(f"unknown top-level key {_show(name)}; allowed: {', '.join(TOP_LEVEL)}")
+    for name, hint in (("name", str | None), ("store", str | None)):
+        line = check_value(name, raw.get(name), hint, NAME if name == "name" else None)
+        if line:
+            problems.add(line)
+    data = _data(_section(raw, "data"), data_path, problems)
+    runs = _runs(raw, data, problems)
+    attributions = check_fields(AttributionConfig, _section(raw, "attributions"), "attributions", problems)
+    problems.raise_if_any()
+    assert data is not None and runs is not None and attributions is not None  # no problems: every part was built
     return Experiment(
         name=raw.get("name") or path.stem,
         data=data,
         runs=runs,
-        attributions=attributions,
+        attributions=AttributionConfig(**attributions),
         store=store or _expand(raw.get("store")) or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE),
         source_file=str(path),
     )
+
+
+def _data(raw: Any, data_path: str | None, problems: Problems) -> DataConfig | None:
+    """The data block, checked, then pointed at `data_path` if given."""
+    if check_fields(DataConfig, raw, "data", problems) is None:
+        return None
+    data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {})})
+    if data_path:
+        try:
+            data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
+        except ConfigError as exc:
+            problems.add(f"--data: {exc}")
+            return None
+    data.path = _expand(data.path)
+    if data.path and "$" in data.path:
+        problems.add(f"data.path {data.path!r} names an environment variable that is not set; "
+                     "set it to the dataset folder or pass --data PATH")
+    if data.source != "demo" and not data.path:
+        problems.add(f"data.path is required for source {data.source!r}")
+    if data.crop > data.resize:
+        problems.add(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
+    _check_subset(data, problems)
+    _check_split(data.split, problems)
+    return data
+
+
+def _check_subset(data: DataConfig, problems: Problems) -> None:
+    if data.subset is None:
+        return
+    if data.source != "historic_art":
+        problems.add(f"data.subset only applies to source 'historic_art', not {data.source!r}")
+        return
+    from pipeline.data.historic_art import SUBSETS
+
+    line = check_value("data.subset", data.subset, str, one_of(SUBSETS))
+    if line:
+        problems.add(line)
+
+
+def _check_split(split: SplitConfig, problems: Problems) -> None:
+    """The same rule as pipeline.data.splits, said before any image is read."""
+    if split.mode == "counts":
+        for name in ("val", "test"):
+            value = getattr(split, name)
+            if not float(value).is_integer():
+                problems.add(f"data.split.{name} must be a whole number of images per class in mode 'counts', "
+                             f"got {value!r}")
+    elif split.mode == "fractions" and split.val + split.test >= 1:
+        problems.add(f"data.split: val + test must be < 1 in mode 'fractions' (shares of each class), "
+                     f"got {split.val} + {split.test}")
+
+
+def _runs(raw: dict, data: DataConfig | None, problems: Problems) -> list[RunConfig] | None:
+    """Each run is the defaults overridden by its own keys; a problem is reported where its value was written."""
+    defaults = check_fields(RunConfig, _section(raw, "defaults"), "defaults", problems, skip=("name",))
+    given = raw.get("runs")
+    if not given:
+        problems.add("no runs defined: add `runs:` with a list of runs, each with a name (see configs/demo.yaml)")
+        return None
+    if not isinstance(given, list):
+        problems.add(f"runs must be a list of runs (lines starting with '- name: ...'), got {_kind(given)}")
+        return None
+    runs: list[RunConfig] | None = []
+    for i, run_raw in enumerate(given):
+        own = check_fields(RunConfig, run_raw, f"runs[{i}]", problems)
+        if own is None or defaults is None or runs is None:
+            runs = None
+            continue
+        run = RunConfig(**{**defaults, **own})
+        _check_run(run, RunChecks(i, own, problems))
+        if data is not None and "artist" in run.tasks and data.source == "imagefolder":
+            problems.add(f"runs[{i}].tasks: task 'artist' needs artist labels; an ImageFolder has none")
+        runs.append(run)
+    if runs:
+        _check_names(runs, problems)
+    return runs
+
+
+@dataclass
+class RunChecks:
+    """Where a run's problems go: `key(name)` names the run's own line or the defaults that gave the value."""
+
+    index: int
+    own: dict[str, Any]
+    problems: Problems
+
+    def key(self, name: str) -> str:
+        return f"runs[{self.index}].{name}" if name in self.own else f"defaults.{name}"
+
+    def add(self, line: str) -> None:
+        self.problems.add(line)
+
+
+def _check_run(run: RunConfig, at: RunChecks) -> None:
+    """Settings that depend on each other or on this machine (types and ranges are already right)."""
+    where = f"runs[{at.index}]"
+    if run.strategy == "partial" and run.freeze_until is None:
+        at.add(f"{where}: strategy 'partial' needs freeze_until: k (the first k blocks frozen, k >= 1)")
+    elif run.strategy != "partial" and run.freeze_until is not None:
+        at.add(f"{at.key('freeze_until')}: freeze_until only applies to strategy 'partial', not {run.strategy!r}")
+    elif run.freeze_until is not None and run.freeze_until > block_count(run.backbone):
+        at.add(f"{at.key('freeze_until')} must be from 1 to {block_count(run.backbone)} (the blocks of "
+               f"{run.backbone}), got {run.freeze_until}")
+    if (run.strategy == "ensemble") != bool(run.members):
+        at.add(f"{where}: strategy 'ensemble' needs members: [run names], and only it takes members")
+    _check_distributed(run, at)
+    _check_accelerator(run, at)
+
+
+def _check_distributed(run: RunConfig, at: RunChecks) -> None:
+    if run.distributed in SPAWNING:
+        at.add(f"{at.key('distributed')}: distributed {run.distributed!r} is not supported: spawned workers hand back "
+               "only the final weights, not the epoch history and best-epoch weights a run stores; use 'ddp' "
+               "(the command runs once per process)")
+    processes = (run.devices if _is_int(run.devices) else 1) * run.num_nodes
+    if run.lr_finder and (processes > 1 or run.distributed == "ddp"):
+        at.add(f"{at.key('lr_finder')}: lr_finder does not run with several processes (Lightning's tuner is "
+               "single-process); find the LR in a single-process run, then set lr: and drop lr_finder")
+
+
+def _check_accelerator(run: RunConfig, at: RunChecks) -> None:
+    """A GPU asked for by name must be here: training on the CPU instead would be silent and many times slower."""
+    if run.accelerator not in ("gpu", "cuda"):
+        return
+    count = gpu_count()
+    if count == 0:
+        at.add(f"{at.key('accelerator')}: accelerator {run.accelerator!r} but this machine has no usable CUDA GPU "
+               "(torch.cuda.is_available() is false); use 'auto' (a GPU when there is one) or 'cpu'")
+    elif _is_int(run.devices) and run.devices > count:
+        at.add(f"{at.key('devices')}: {run.devices} GPUs asked for but this machine has {count}")
+
+
+def gpu_count() -> int:
+    """CUDA GPUs this process can use (0 without torch's CUDA); torch is imported only when a run names a GPU."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@functools.cache
+def block_count(backbone: str) -> int:
+    """How many blocks `freeze_until` can count for this backbone; built on the meta device (no weights, no memory)."""
+    import torch
+
+    from pipeline.models.backbones import build_backbone
+
+    with torch.device("meta"):
+        return len(build_backbone(backbone, pretrained=False).blocks)
+
+
+def _check_names(runs: list[RunConfig], problems: Problems) -> None:
+    names = [r.name for r in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.add(f"runs: run names must be unique; repeated: {', '.join(map(repr, repeated))}")
+    for i, run in enumerate(runs):
+        missing = [m for m in run.members if m not in names[:i] or runs[names.index(m)].strategy == "ensemble"]
+        if missing:
+            problems.add(f"runs[{i}].members: {missing} must be trained runs listed before the ensemble "
+                         f"{run.name!r}; runs: {names}")
 
 
 def detect_source(path: str) -> str:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 import yaml
 
-from pipeline.config import REPO_ROOT, ConfigError, load_experiment
+from pipeline.config import (
+    REPO_ROOT,
+    AttributionConfig,
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    SplitConfig,
+    load_experiment,
+    rules,
+)
 
 
 def write(tmp_path, spec):
@@ -66,3 +78,56 @@ def test_data_override_detects_the_source(tmp_path):
     (tmp_path / "kaggle").mkdir()
     (tmp_path / "kaggle" / "artwork_dataset.csv").write_text("")
     assert load_experiment(write(tmp_path, BASE), data_path=str(tmp_path / "kaggle")).data.source == "historic_art"
+
+
+def _placed(cls: type, name: str, value: object) -> dict:
+    """BASE with `value` at the place `cls.name` is written in an experiment file."""
+    if cls is SplitConfig:
+        return {**BASE, "data": {"source": "demo", "split": {name: value}}}
+    if cls is DataConfig:
+        return {**BASE, "data": {"source": "demo", name: value}}
+    if cls is RunConfig:
+        return {**BASE, "runs": [{"name": "a", name: value}]}
+    return {**BASE, "attributions": {name: value}}
+
+
+KEY_OF = {SplitConfig: "data.split", DataConfig: "data", RunConfig: "runs[0]", AttributionConfig: "attributions"}
+ALL_FIELDS = [(cls, f.name) for cls in KEY_OF for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize(("cls", "name"), ALL_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in ALL_FIELDS])
+def test_every_field_refuses_a_value_of_the_wrong_type(tmp_path, cls, name):
+    """Checked from the type hints: no field is left to fail at training time."""
+    wrong = [["a list"]] if dataclasses.is_dataclass(typing.get_type_hints(cls)[name]) else {"a": "mapping"}
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, _placed(cls, name, wrong)))
+    (line,) = err.value.problems
+    assert line.startswith(f"{tmp_path / 'exp.yaml'}: {KEY_OF[cls]}.{name} must be ")
+    assert line.endswith("got a list" if isinstance(wrong, list) else "got {'a': 'mapping'}")
+
+
+NUMBERS = [(c, n) for c, n in ALL_FIELDS if {int, float} & set(typing.get_args(typing.get_type_hints(c)[n]))
+           or typing.get_type_hints(c)[n] in (int, float)]
+
+
+@pytest.mark.parametrize(("cls", "name"), NUMBERS, ids=[f"{c.__name__}.{n}" for c, n in NUMBERS])
+def test_every_number_has_a_range(cls, name):
+    """A new numeric setting cannot be added without saying which values make sense."""
+    assert (cls, name) in rules()
+
+
+def test_all_problems_come_at_once(tmp_path):
+    spec = {**BASE, "data": {"source": "demo", "resize": 0}, "runs": [{"name": "a", "lr": 0}, {"name": "b/c"}]}
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, spec))
+    keys = [p.split(": ", 1)[1].split(" ")[0] for p in err.value.problems]
+    assert keys == ["data.resize", "runs[0].lr", "runs[1].name"]
+    assert str(err.value) == "\n".join(err.value.problems)
+
+
+def test_a_default_is_blamed_where_it_is_written(tmp_path):
+    spec = {**BASE, "defaults": {"strategy": "head", "freeze_until": 2}, "runs": [{"name": "a"}, {"name": "b"}]}
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, spec))
+    assert err.value.problems == [f"{tmp_path / 'exp.yaml'}: defaults.freeze_until: freeze_until only applies to "
+                                  "strategy 'partial', not 'head'"]
