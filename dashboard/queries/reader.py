@@ -71,6 +71,15 @@ class StoreBusyError(pipeline_store.StoreLockedError):
 CONNECTION_ERRORS = (duckdb.ConnectionException, duckdb.FatalException, duckdb.ResourceInUseException)
 
 
+def _dead(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether a query failed because its connection is gone (closed under it), not because of the query."""
+    try:
+        con.cursor().close()
+        return False
+    except duckdb.Error:
+        return True
+
+
 class SharedReader:
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -103,8 +112,10 @@ class SharedReader:
             finally:
                 with contextlib.suppress(duckdb.Error):
                     cur.close()
-        except CONNECTION_ERRORS:
-            failed = True
+        except duckdb.Error as exc:
+            failed = isinstance(exc, CONNECTION_ERRORS) or _dead(con)
+            if failed and not isinstance(exc, CONNECTION_ERRORS):
+                raise duckdb.ConnectionException(f"the store's connection died under the query: {exc}") from exc
             raise
         finally:
             self._release(con, failed)
