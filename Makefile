@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= configs/demo.yaml
 DATA ?=
 
-.PHONY: artifacts test lint bench dashboard clean
+.PHONY: artifacts test lint bench soak dashboard clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,9 @@ dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wr
 
 bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); FULL=1: GPU-sized; the dashboard one: python -m benchmarks.dashboard_scale
 	$(PY) -m benchmarks $(if $(FULL),--full)
+
+soak: $(VENV)/.installed  ## the dashboard in 3 real browsers while 2 pipeline writers run (not in CI); MINUTES=5
+	$(PY) -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES))
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
