@@ -1,12 +1,15 @@
 """Self-contained exports of a gallery: one HTML file (thumbnails inline) and a CSV.
 
 The HTML opens from disk on any computer with no server; every text that comes from data
-is HTML-escaped, so a title like `<script>` renders as text.
+is HTML-escaped, so a title like `<script>` renders as text. In a CSV, a text cell that a
+spreadsheet would run as a formula (`=HYPERLINK(…)`, `+1+1`, `@SUM(…)`) gets a leading `'`, as
+OWASP advises against CSV injection; numbers stay numbers.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 from datetime import datetime
 
@@ -52,5 +55,30 @@ def gallery_html(title: str, filter_text: str, rows: pd.DataFrame, synthetic: bo
     )
 
 
+# OWASP's list of first characters that make a spreadsheet read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula, prefixed with a single quote; anything else as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its text columns defused; numeric columns (a negative number is data) untouched."""
+    out = frame.copy()
+    for i in range(out.shape[1]):  # by position: a query may repeat a column name
+        column = out.iloc[:, i]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            out.isetitem(i, column.map(defuse))
+    return out
+
+
+def frame_csv(frame: pd.DataFrame) -> bytes:
+    """Any table as CSV bytes that a spreadsheet opens without running formulas. Text is quoted: pandas leaves a
+    lone carriage return unquoted, and a spreadsheet would start a new row (and a formula) after it."""
+    return csv_safe(frame).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
+
+
 def gallery_csv(rows: pd.DataFrame) -> bytes:
-    return rows.reindex(columns=CSV_COLUMNS).to_csv(index=False).encode("utf-8")
+    return frame_csv(rows.reindex(columns=CSV_COLUMNS))
