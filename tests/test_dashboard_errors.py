@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import duckdb
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.export import gallery_html
-from tests.conftest import open_dashboard, sql
+from tests.conftest import copy_store, open_dashboard, sql
 
 
 def app(monkeypatch, store, page: str | None = None, **params) -> AppTest:
     return open_dashboard(store, monkeypatch, page, **params)
-
 
 
 
@@ -91,3 +93,33 @@ def test_html_export_escapes_every_text():
     assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "Rococo&lt;b&gt;" in page and "A &amp; B" in page
     assert "Gallery &lt;i&gt;" in page and "data:image/jpeg;base64," in page
+
+
+IMAGE_TITLE = "![t](http://127.0.0.1:8799/p.png)"  # made the browser fetch an outside image on the Errors page
+HTML_ARTIST = "<img src=http://127.0.0.1:8799/q.png> _Rembrandt_"
+
+
+@pytest.fixture(scope="module")
+def hostile_text_store(store_without_attributions, tmp_path_factory) -> Path:
+    """A store whose every image has a Markdown image for a title and an HTML image for an artist."""
+    store = copy_store(store_without_attributions, tmp_path_factory.mktemp("hostile-text"))
+    with duckdb.connect(str(store)) as con:
+        con.execute("UPDATE images SET title = ?, artist = ?", [IMAGE_TITLE, HTML_ARTIST])
+    return store
+
+
+def markdown_bodies(at: AppTest) -> list[str]:
+    """The text of every element the browser renders as Markdown."""
+    kinds = ("markdown", "caption", "info", "warning", "error", "success", "subheader", "title")
+    return [e.value for kind in kinds for e in getattr(at, kind)]
+
+
+@pytest.mark.parametrize("page", ["errors.py", "inspector.py", "annotations.py"])
+def test_titles_and_artists_render_as_text_not_markdown_or_html(monkeypatch, hostile_text_store, page):
+    (image_id,) = sql(hostile_text_store, "SELECT min(image_id) FROM predictions WHERE split = 'test'")[0]
+    at = app(monkeypatch, hostile_text_store, page, run="tiny/head", outcome="all", image=image_id)
+    bodies = markdown_bodies(at)
+    shown = "\n".join(bodies)
+    assert r"\!\[t\]\(http\://127.0.0.1\:8799/p.png\)" in shown  # the title, escaped
+    assert "&lt;img src=http\\://127.0.0.1\\:8799/q.png&gt; \\_Rembrandt\\_" in shown  # the artist, escaped
+    assert not any("![" in b or "<img" in b or "](http" in b for b in bodies)

@@ -8,8 +8,10 @@ import streamlit as st
 
 import dashboard.queries.annotations as q  # `from dashboard.queries import annotations` gets the __future__ flag
 from dashboard import state
+from dashboard.export import frame_csv
 from dashboard.queries import store_exists, store_path
 from dashboard.queries.runs import runs
+from dashboard.ui import md_escape
 
 
 def image_label(candidates) -> dict[str, str]:
@@ -29,10 +31,10 @@ def annotate_form(run_id: str, meta) -> None:
     try:
         q.save_annotation(meta["dataset_id"], meta["image_id"], run_id, verdict, note, author)
     except q.AnnotationError as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc, lines=True))
         return
     st.session_state["_annotation_author"] = author.strip()
-    st.session_state["_annotation_saved"] = f"Saved: {verdict} on {meta['image_id']}."
+    st.session_state["_annotation_saved"] = f"Saved: {md_escape(verdict)} on {md_escape(meta['image_id'])}."
     st.rerun()
 
 
@@ -52,15 +54,16 @@ def annotate_section(run_ids: list[str]) -> None:
         return
     meta = q.image_for_run(run_id, image_id)
     if meta is None:
-        st.warning(f"Image {image_id!r} is not in the dataset of run {run_id}.")
+        st.warning(f"Image {md_escape(repr(image_id))} is not in the dataset of run {md_escape(run_id)}.")
         return
     left, right = st.columns([1, 2])
     with left:
         st.image(bytes(meta["thumbnail"]), width="stretch")
     with right:
-        facts = [f"**{k}**: {meta[k]}" for k in ("period", "artist", "title", "date", "split") if meta[k]]
+        facts = [f"**{k}**: {md_escape(meta[k])}" for k in ("period", "artist", "title", "date", "split") if meta[k]]
         if meta["pred_label"]:
-            facts.append(f"**{run_id} predicts**: {meta['pred_label']} ({meta['confidence']:.0%})")
+            facts.append(f"**{md_escape(run_id)} predicts**: {md_escape(meta['pred_label'])} "
+                         f"({meta['confidence']:.0%})")
         st.markdown("\n".join(f"- {f}" for f in facts))
         st.markdown(f"[Open in the Inspector](inspector?{urlencode({'run': run_id, 'image': image_id})})")
         if "_annotation_saved" in st.session_state:
@@ -93,14 +96,14 @@ def list_section() -> None:
         "confidence": st.column_config.NumberColumn(format="%.2f"),
         "created_at": st.column_config.DatetimeColumn("when (UTC)", format="YYYY-MM-DD HH:mm"),
     })
-    st.download_button("Download CSV", table.drop(columns="inspect").to_csv(index=False),
+    st.download_button("Download CSV", frame_csv(table.drop(columns="inspect")),
                        file_name="periodeye-annotations.csv", mime="text/csv", on_click="ignore",
                        icon=":material/download:")
 
 
 st.title("Annotations")
 if not store_exists() or runs().empty:
-    st.info(f"No runs in the store yet ({store_path()}): run `make artifacts`, then refresh.")
+    st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
     st.stop()
 annotate_section(runs()["run_id"].tolist())
 list_section()

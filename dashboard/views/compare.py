@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 from dashboard import state
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels
-from dashboard.ui import choose_runs, require_runs
+from dashboard.ui import choose_runs, md_escape, require_runs
 
 PAGE_SIZE = 24
 GRID = 8
@@ -86,7 +86,8 @@ def heatmap(matrix: pd.DataFrame, title: str, diverging: bool = False, normalise
 
 
 def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
-    """The exact McNemar test (two-sided binomial on the discordant images), stated in words."""
+    """The exact McNemar test (two-sided binomial on the discordant images), stated in words (Markdown)."""
+    a, b, split = md_escape(a), md_escape(b), md_escape(split)
     n_b, n_c = counts["a_only"], counts["b_only"]
     discordant = n_b + n_c
     head = (f"On the **{counts['n']:,}** {split} images both runs classified, **{a}** is right where "
@@ -142,14 +143,16 @@ def thumbnail_grid(images: pd.DataFrame) -> None:
     for start in range(0, len(images), GRID):
         cols = st.columns(GRID)
         for col, row in zip(cols, images.iloc[start:start + GRID].itertuples(), strict=False):
-            caption = f"{row.image_id}\n{row.true_label} → {row.wrong_pred} ({row.wrong_confidence:.0%})"
+            caption = (f"{md_escape(row.image_id)}\n{md_escape(row.true_label)} → {md_escape(row.wrong_pred)} "
+                       f"({row.wrong_confidence:.0%})")
             col.image(bytes(row.thumbnail), caption=caption, width="stretch")
 
 
 def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, key: str) -> None:
     """One direction of the disagreements: count, page picker, one page of thumbnails (paged in SQL)."""
-    st.caption(f"{total:,} {split} images: **{right}** right, **{wrong}** wrong "
-               f"(most confident mistakes of {wrong} first; caption: true → {wrong}'s guess)")
+    r, w = md_escape(right), md_escape(wrong)
+    st.caption(f"{total:,} {md_escape(split)} images: **{r}** right, **{w}** wrong "
+               f"(most confident mistakes of {w} first; caption: true → {w}'s guess)")
     if total == 0:
         st.write("None.")
         return
@@ -174,7 +177,7 @@ with c3:
 st.subheader("Metrics")
 metrics = metrics_table(chosen, split, task)
 if metrics.empty:
-    st.info(f"No {split} metrics for the {task} task in these runs.")
+    st.info(f"No {md_escape(split)} metrics for the {md_escape(task)} task in these runs.")
     st.stop()
 formats = {c: st.column_config.NumberColumn(format="%d" if c == "images" else "%.3f") for c in metrics.columns}
 st.dataframe(metrics, column_config=formats)
@@ -183,8 +186,8 @@ st.caption("Adjacent-error share: of the errors, the share landing on a chronolo
 
 info = table.set_index("run_id").loc[chosen]
 if info["dataset_id"].nunique() > 1:
-    st.warning("These runs were trained on **different datasets** "
-               f"({', '.join(sorted(info['dataset'].astype(str).unique()))}), so they cannot be compared image by "
+    names = md_escape(", ".join(sorted(info["dataset"].astype(str).unique())))
+    st.warning(f"These runs were trained on **different datasets** ({names}), so they cannot be compared image by "
                "image: only their metrics are shown. Pick runs of one dataset for the rest.")
     st.stop()
 
@@ -214,7 +217,7 @@ else:
     st.info("Add a second run for the difference of confusion matrices, the McNemar test and the disagreements.")
     st.stop()
 
-st.subheader(f"A = {a} vs B = {b}, image by image")
+st.subheader(f"A = {md_escape(a)} vs B = {md_escape(b)}, image by image")
 counts = q.agreement(a, b, split, task)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Both right", f"{counts['both_right']:,}")

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.queries import curves as q
-from dashboard.ui import choose_runs, require_runs
+from dashboard.ui import choose_runs, md_escape, require_runs
 
 
 def default_runs(table: pd.DataFrame) -> list[str]:
@@ -73,7 +73,7 @@ if rows.empty:
 changes = q.stage_changes(chosen)
 missing = sorted(set(chosen) - set(rows["run_id"]))
 if missing:
-    st.caption(f"No epochs recorded for: {', '.join(missing)}")
+    st.caption(f"No epochs recorded for: {md_escape(', '.join(missing))}")
 
 charts = [
     ({"train_loss": "train", "val_loss": "val"}, "Loss", False, None),

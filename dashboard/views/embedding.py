@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import embedding as q
 from dashboard.queries.runs import labels
-from dashboard.ui import require_runs
+from dashboard.ui import md_escape, require_runs
 
 COLOURS = {
     "period": ("true_label", "true period"),
@@ -65,7 +65,8 @@ def show_thumbnails(run_id: str, ids: list[str], captions: dict[str, str]) -> No
     for start in range(0, len(thumbs), GRID):
         cols = st.columns(GRID)
         for col, row in zip(cols, thumbs.iloc[start:start + GRID].itertuples(), strict=False):
-            col.image(bytes(row.thumbnail), caption=captions.get(row.image_id, row.image_id), width="stretch")
+            col.image(bytes(row.thumbnail), caption=captions.get(row.image_id, md_escape(row.image_id)),
+                      width="stretch")
 
 
 def show_selection(run_id: str, ids: list[str]) -> list[str]:
@@ -82,7 +83,8 @@ def show_selection(run_id: str, ids: list[str]) -> list[str]:
         "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0, format="%.2f")})
     head = table.head(THUMBS)
     show_thumbnails(run_id, head["image_id"].tolist(),
-                    {r.image_id: f"{r.image_id}\n{r.true_label} → {r.pred_label}" for r in head.itertuples()})
+                    {r.image_id: f"{md_escape(r.image_id)}\n{md_escape(r.true_label)} → {md_escape(r.pred_label)}"
+                     for r in head.itertuples()})
     return table["image_id"].tolist()
 
 
@@ -90,12 +92,13 @@ def show_neighbours(run_id: str, image_id: str, k: int = 8) -> None:
     """The image and its nearest neighbours in the run's embedding space (cosine, in DuckDB)."""
     near = q.neighbours(run_id, image_id, k)
     if near.empty:
-        st.info(f"{image_id} has no embedding in {run_id}.")
+        st.info(f"{md_escape(image_id)} has no embedding in {md_escape(run_id)}.")
         return
     cols = st.columns(len(near))
     for col, row in zip(cols, near.itertuples(), strict=False):
         col.image(bytes(row.thumbnail), width="stretch",
-                  caption=f"{row.image_id}\ncos {row.similarity:.3f}\n{row.true_label} → {row.pred_label}")
+                  caption=f"{md_escape(row.image_id)}\ncos {row.similarity:.3f}\n{md_escape(row.true_label)} → "
+                          f"{md_escape(row.pred_label)}")
     st.caption("Cosine similarity of the run's embedding vectors (before the 2-D projection); the image itself first.")
 
 
@@ -114,7 +117,7 @@ with c3:
 
 pts = q.points(run_id, split)
 if pts.empty:
-    st.info(f"No embeddings for {run_id} on the {split} split.")
+    st.info(f"No embeddings for {md_escape(run_id)} on the {md_escape(split)} split.")
     st.stop()
 total = int(pts["total"].iloc[0])
 if total > len(pts):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
@@ -12,7 +11,7 @@ from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels
-from dashboard.ui import require_runs
+from dashboard.ui import md_escape, require_runs
 
 PAGE_SIZE = 24
 COLUMNS = 6
@@ -62,7 +61,7 @@ total = gallery.count(f)
 pages = max(1, -(-total // PAGE_SIZE))
 page_no = min(max(1, state.get_int("page", 1)), pages)
 st.subheader(f"{total:,} images")
-st.caption(f.describe())
+st.caption(md_escape(f.describe()))
 if total == 0:
     st.info("No image matches these filters.")
     st.stop()
@@ -74,9 +73,9 @@ for start in range(0, len(rows), COLUMNS):
             st.image(bytes(r.thumbnail), width="stretch")
             mark = ":green" if r.correct else ":red"
             link = "inspector?" + urlencode({"run": run_id, "image": r.image_id})
-            meta = " · ".join(html.escape(v) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
+            meta = " · ".join(md_escape(v) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
             st.markdown(
-                f"{mark}[{html.escape(r.true_label)} → {html.escape(r.pred_label)}] {r.confidence:.0%}  \n"
+                f"{mark}[{md_escape(r.true_label)} → {md_escape(r.pred_label)}] {r.confidence:.0%}  \n"
                 f"<small>{meta}</small>  \n[inspect]({link})"
                 + (f" · {r.annotations} note(s)" if r.annotations else ""),
                 unsafe_allow_html=True,

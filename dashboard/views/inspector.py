@@ -13,7 +13,7 @@ from dashboard import state
 from dashboard.queries import inspector as q
 from dashboard.queries.annotations import annotations_for
 from dashboard.queries.embedding import neighbours
-from dashboard.ui import require_runs
+from dashboard.ui import md_escape, require_runs
 from pipeline.heatmaps import decode_map, overlay
 
 st.title("Inspector")
@@ -31,7 +31,7 @@ if image_id is None:
     st.stop()
 meta = q.image(dataset_id, image_id)
 if meta is None:
-    st.warning(f"Image {image_id!r} is not in this run's dataset.")
+    st.warning(f"Image {md_escape(repr(image_id))} is not in this run's dataset.")
     st.stop()
 
 thumb = Image.open(io.BytesIO(meta["thumbnail"])).convert("RGB")
@@ -39,10 +39,11 @@ left, right = st.columns([1, 2])
 with left:
     st.image(thumb, width="stretch")
     st.markdown(
-        "\n".join(f"- **{k}**: {meta[k]}" for k in ("period", "artist", "title", "date", "split") if meta[k])
+        "\n".join(f"- **{k}**: {md_escape(meta[k])}" for k in ("period", "artist", "title", "date", "split")
+                  if meta[k])
         + f"\n- **size**: {meta['width']}×{meta['height']}"
     )
-    st.caption(f"{meta['path']}  ·  sha1 {meta['content_hash'][:12]}")
+    st.caption(f"{md_escape(meta['path'])}  ·  sha1 {md_escape(meta['content_hash'][:12])}")
 with right:
     probs = q.probabilities(dataset_id, image_id)
     if not probs.empty:
@@ -65,19 +66,19 @@ else:
                         help="the predicted period, or the true one where the prediction was wrong")
     for run, group in maps[maps["target_kind"] == kind].groupby("run_id", sort=False):
         target = group["target_label"].iloc[0]
-        st.markdown(f"**{run}** — why *{target}*")
+        st.markdown(f"**{md_escape(run)}** — why *{md_escape(target)}*")
         cols = st.columns(max(4, len(group)))
         for col, m in zip(cols, group.itertuples(), strict=False):
-            col.image(overlay(thumb, decode_map(m.heatmap), resize, crop, alpha), caption=m.method.replace("_", " "),
-                      width="stretch")
+            col.image(overlay(thumb, decode_map(m.heatmap), resize, crop, alpha),
+                      caption=md_escape(m.method.replace("_", " ")), width="stretch")
     agree = q.agreement(dataset_id, image_id)
     if not agree.empty:
         st.caption("Agreement between methods (rank correlation of the maps; overlap of their hottest 10%)")
         st.dataframe(agree[agree["target_kind"] == kind].drop(columns="target_kind"), hide_index=True)
     sanity = q.sanity(run_id)
     if not sanity.empty:
-        st.caption(f"Sanity check for {run_id}: similarity of each method's maps to those of the same network with "
-                   "random weights. High values mean the method barely depends on what the model learned.")
+        st.caption(f"Sanity check for {md_escape(run_id)}: similarity of each method's maps to those of the same "
+                   "network with random weights. High values mean the method barely depends on what the model learned.")
         st.dataframe(sanity, hide_index=True)
 
 st.subheader("Nearest neighbours in the embedding")
@@ -89,7 +90,7 @@ else:
     cols = st.columns(len(near))
     for col, n in zip(cols, near.itertuples(), strict=True):  # one query brought the neighbours' thumbnails too
         col.image(bytes(n.thumbnail), width="stretch")
-        col.markdown(f"{n.period} · {n.similarity:.2f}  \n[inspect](inspector?"
+        col.markdown(f"{md_escape(n.period)} · {n.similarity:.2f}  \n[inspect](inspector?"
                      f"{urlencode({'run': run_id, 'image': n.image_id})})")
 
 st.subheader("Annotations")

@@ -20,6 +20,7 @@ from PIL import Image
 from dashboard import state
 from dashboard.queries import store_exists, store_path, store_version
 from dashboard.queries.runs import labels, runs
+from dashboard.ui import md_escape
 from pipeline.config import AttributionConfig, ConfigError
 from pipeline.data.images import BadImage, open_rgb
 from pipeline.explain import LoadedRun, explain_image, load_run
@@ -125,10 +126,10 @@ def show(result: Explained, alpha: float) -> None:
         st.image(result.image, caption="your upload", width="stretch")
     with right:
         st.plotly_chart(probability_chart(result), width="stretch")
-    st.subheader(f"What the network looked at for “{result.target}”")
+    st.subheader(f"What the network looked at for “{md_escape(result.target)}”")
     tiles = result.overlays(alpha)
     for col, (method, tile) in zip(st.columns(len(tiles)), tiles.items(), strict=True):
-        col.image(tile, caption=method.replace("_", " "), width="stretch")
+        col.image(tile, caption=md_escape(method.replace("_", " ")), width="stretch")
     st.caption("Maps cover the model's input (the center crop of the square-padded image); outside it they are blank.")
 
 
@@ -136,7 +137,7 @@ def main() -> None:
     st.title("Upload")
     table = runs()
     if not store_exists() or table.empty:
-        st.info(f"No runs in the store yet ({store_path()}): run `make artifacts`, then refresh.")
+        st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
         st.stop()
     store = store_path()
     with st.sidebar:
@@ -147,9 +148,10 @@ def main() -> None:
     try:
         model = cached_run(str(store), run_id, store_version())
     except UploadError as exc:
-        st.error(f"Run {run_id} cannot be used here: {exc}")
+        st.error(f"Run {md_escape(run_id)} cannot be used here: {md_escape(exc, lines=True)}")
         st.stop()
-    st.caption(f"{run_id}: {model.resize} px square, {model.crop} px crop, periods {', '.join(model.labels['period'])}")
+    st.caption(f"{md_escape(run_id)}: {model.resize} px square, {model.crop} px crop, periods "
+               f"{md_escape(', '.join(model.labels['period']))}")
     upload = st.file_uploader("A painting", type=IMAGE_TYPES, help="Decoded exactly as the pipeline decodes images.")
     if upload is None:
         st.info("Drop an image to see this run's period probabilities and its saliency maps.")
@@ -157,7 +159,7 @@ def main() -> None:
     try:
         result = explained(store, run_id, upload.getvalue(), upload.name, None if target == PREDICTED else target)
     except UploadError as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc, lines=True))
         return
     show(result, alpha)
 
