@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -56,16 +57,80 @@ HOSTILE = [
     ("PIVOT runs ON backbone", "PIVOT without an IN list"),
     ("EXPLAIN ANALYZE DELETE FROM runs", "EXPLAIN is allowed for a plain query only"),
     ("SELECT 1; DROP TABLE runs", "One statement at a time"),
-    ("SELECT * FROM query('DROP TABLE runs')", "DuckDB could not run the query"),
+    ("SELECT * FROM query('DROP TABLE runs')", "query() is not available here"),
     ("SELEC 1", "not SQL DuckDB can parse"),
     ("  -- nothing\n", "Write a query first"),
 ]
 
 
-@pytest.mark.parametrize(("sql", "expected"), HOSTILE, ids=[h[0][:40] for h in HOSTILE])
+NOT_HERE = "is not available here"
+NOT_A_TABLE = "is not a table of the store"
+# Reading the store's own file (DuckDB allows it even with external access off: deleted rows come back), dressed up
+# as an attacker would: case, quotes, comments, schema names, CTEs, subqueries, LATERAL, set operations, SUMMARIZE,
+# EXPLAIN ANALYZE, PIVOT, replacement scans, macros and functions that run SQL given as text.
+STORE_FILE = [
+    ("SELECT octet_length(content) FROM read_blob('{store}')", NOT_HERE),
+    ("SELECT * FROM READ_BLOB('{store}')", NOT_HERE),
+    ("SELECT * FROM \"Read_Blob\"('{store}')", NOT_HERE),
+    ("SELECT * FROM/**/read_blob/* a comment */('{store}')", NOT_HERE),
+    ("SELECT * FROM system.main.read_blob('{store}')", NOT_HERE),
+    ("WITH b AS (SELECT * FROM read_blob('{store}')) SELECT octet_length(content) FROM b", NOT_HERE),
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, read_text('{store}') WHERE n < 2) "
+     "SELECT * FROM r", NOT_HERE),
+    ("SELECT (SELECT octet_length(content) FROM read_blob('{store}'))", NOT_HERE),
+    ("SELECT * FROM runs WHERE EXISTS (SELECT 1 FROM read_text('{store}.wal'))", NOT_HERE),
+    ("SELECT 1 FROM runs, LATERAL (SELECT * FROM read_blob('{store}'))", NOT_HERE),
+    ("SELECT filename FROM runs UNION ALL BY NAME SELECT filename FROM read_blob('{store}')", NOT_HERE),
+    ("SUMMARIZE SELECT * FROM read_blob('{store}')", NOT_HERE),
+    ("DESCRIBE SELECT * FROM read_blob('{store}')", NOT_HERE),
+    ("EXPLAIN ANALYZE SELECT * FROM read_blob('{store}')", NOT_HERE),
+    ("PIVOT (SELECT * FROM read_blob('{store}')) ON filename IN ('x') USING count(*)", NOT_HERE),
+    ("SELECT * FROM read_duckdb('{store}')", NOT_HERE),
+    ("SELECT * FROM read_csv(['{store}'], all_varchar = true)", NOT_HERE),
+    ("SELECT * FROM sniff_csv('{store}')", NOT_HERE),
+    ("SELECT * FROM parquet_metadata('{store}')", NOT_HERE),
+    ("SELECT * FROM glob('{store}*')", NOT_HERE),
+    ("SELECT * FROM query_table('{store}')", NOT_HERE),
+    ("SELECT * FROM histogram('{store}', x)", NOT_HERE),  # a built-in macro over query_table()
+    ("SELECT * FROM query('SELECT * FROM read_blob(''{store}'')')", NOT_HERE),
+    ("SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT * FROM read_blob(''{store}'')'))",
+     NOT_HERE),
+    ("SELECT * FROM '{store}'", NOT_A_TABLE),  # a replacement scan: the name is a file
+    ("FROM '{store}.wal'", NOT_A_TABLE),
+    ("SELECT * FROM \"{store}\"", NOT_A_TABLE),
+    ("SELECT * FROM 'runs.csv'", NOT_A_TABLE),
+]
+# Where the store and the server's folders are: settings, databases, secrets, temporary files, by every door.
+PATHS = [
+    ("SELECT * FROM duckdb_settings()", NOT_HERE),
+    ("SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths'", NOT_HERE),
+    ("SELECT current_setting('temp_directory')", NOT_HERE),
+    ("SELECT 'temp_directory'.current_setting()", NOT_HERE),
+    ("SELECT list_transform(['allowed_paths'], lambda x: current_setting(x))", NOT_HERE),
+    ("SELECT * FROM runs ORDER BY current_setting('home_directory')", NOT_HERE),
+    ("SELECT * FROM duckdb_databases()", NOT_HERE),
+    ("SELECT path FROM duckdb_databases", NOT_A_TABLE),  # the built-in view over it
+    ("SELECT * FROM system.main.pragma_database_list", NOT_A_TABLE),
+    ("SELECT * FROM pg_catalog.pg_settings", NOT_A_TABLE),
+    ("SELECT * FROM \"PG_SETTINGS\"", NOT_A_TABLE),
+    ("SUMMARIZE pg_settings", NOT_A_TABLE),
+    ("SELECT * FROM duckdb_temporary_files()", NOT_HERE),
+    ("SELECT * FROM duckdb_extensions()", NOT_HERE),
+    ("SELECT * FROM duckdb_secrets()", NOT_HERE),
+    ("SELECT * FROM duckdb_profiling_settings()", NOT_HERE),
+    ("SELECT * FROM duckdb_external_file_cache()", NOT_HERE),
+    ("SELECT * FROM query('SELECT * FROM duckdb_settings()')", NOT_HERE),
+    ("PRAGMA database_list", "PRAGMA is not allowed"),
+    ("WITH d AS (UPDATE runs SET name = current_setting('temp_directory') RETURNING *) SELECT * FROM d",
+     "connection is read-only"),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), HOSTILE + STORE_FILE + PATHS,
+                         ids=[h[0][:60] for h in HOSTILE + STORE_FILE + PATHS])
 def test_hostile_statements_are_refused_and_change_nothing(store, tmp_path, sql, expected):
     before = fingerprint(store)
-    result = run_query(store, sql.format(tmp=tmp_path))
+    result = run_query(store, sql.format(tmp=tmp_path, store=store))
     assert not result.ok and result.frame is None
     assert expected in result.error
     assert fingerprint(store) == before
@@ -88,7 +153,9 @@ def test_the_connection_itself_refuses_files_extensions_and_settings(store, tmp_
         sql_console.lock_down(con)
         for sql in (f"COPY runs TO '{tmp_path}/x.csv'", f"ATTACH '{tmp_path}/o.duckdb'", "INSTALL httpfs",
                     "LOAD httpfs", "SET enable_external_access = true", "SET lock_configuration = false",
-                    "DROP TABLE runs", "SELECT * FROM read_csv('/etc/passwd')"):
+                    "DROP TABLE runs", "SELECT * FROM read_csv('/etc/passwd')",
+                    f"SELECT * FROM read_blob('{store}')", f"SELECT * FROM read_text('{store}')",
+                    f"SELECT * FROM '{store}'", "SET disabled_filesystems = ''"):
             with pytest.raises(duckdb.Error):
                 con.execute(sql)
         settings = dict(con.execute("SELECT name, value FROM duckdb_settings()").fetchall())
@@ -162,3 +229,54 @@ def test_page_shows_a_good_query_and_runs_examples(monkeypatch, store):
 def test_page_on_a_missing_store_says_how_to_make_one(monkeypatch, tmp_path):
     at = page(monkeypatch, tmp_path / "nothing.duckdb")
     assert "make artifacts" in at.info[0].value
+
+
+def worker(store: Path, sql: str) -> dict:
+    """The worker's header for `sql`, with no parser in front of it: what the connection alone refuses."""
+    request = sql_console.worker_request(store, sql, 10, 2**20, 100, 5.0)
+    status, out = sql_console._spawn(request, 60)
+    assert status == 0
+    return json.loads(out.partition(b"\n")[0])
+
+
+def test_the_worker_connection_cannot_read_the_store_file(store):
+    """Layer 3 without layer 2: DuckDB keeps the open store in allowed_paths, so external access off is not
+    enough; with the local file system off, even the store's own file is out of reach."""
+    for sql in (f"SELECT * FROM read_blob('{store}')", f"SELECT * FROM read_text('{store}')",
+                f"SELECT * FROM '{store}'", f"SELECT * FROM read_duckdb('{store}')"):
+        header = worker(store, sql)
+        assert header["ok"] is False and header["kind"] == "permission", (sql, header)
+    assert worker(store, "SELECT count(*) FROM runs")["ok"] is True
+
+
+def test_what_the_console_may_show_holds_no_path(store):
+    """The catalog queries people use still work, and none of them shows where the store or the server lives."""
+    folder = str(store.parent)
+    for sql in ("SELECT * FROM duckdb_tables()", "SELECT * FROM duckdb_columns()", "SELECT * FROM duckdb_views()",
+                "SELECT * FROM information_schema.tables", "SELECT * FROM information_schema.schemata",
+                "SHOW ALL TABLES", "SHOW DATABASES", "SELECT current_database()",
+                "SELECT * FROM pragma_database_size()", "SELECT * FROM pragma_table_info('runs')",
+                "SELECT * FROM pragma_version()",
+                "SELECT * FROM duckdb_schemas()", "SELECT * FROM duckdb_functions() LIMIT 50"):
+        result = run_query(store, sql)
+        assert result.ok, (sql, result.error)
+        assert folder not in result.frame.to_csv(), sql
+
+
+def test_page_keeps_no_large_result_in_the_session(monkeypatch, store):
+    at = page(monkeypatch, store, q="SELECT repeat('x', 100000) AS long FROM range(10000)")
+    assert not at.exception and not at.error
+    assert "the console returns at most 16 MB" in at.warning[0].value
+    assert "long values are cut" in at.warning[0].value
+    shown = at.dataframe[-1].value
+    assert 0 < len(shown) < 10_000 and shown["long"].str.len().max() == sql_console.MAX_CELL_CHARS + 1
+    assert "_sql_last" not in at.session_state
+    at = page(monkeypatch, store, q="SELECT run_id FROM runs")  # a small one is kept, to redraw without running
+    assert at.session_state["_sql_last"][1].frame["run_id"].tolist() == ["tiny/head"]
+
+
+def test_page_shows_an_error_that_quotes_the_query_as_text(monkeypatch, store):
+    """A shared link writes the query, and errors quote it: Markdown in it must not fetch an image."""
+    at = page(monkeypatch, store, q='SELECT * FROM "![t](http://127.0.0.1:8799/p.png)"')
+    body = at.error[0].value
+    assert NOT_A_TABLE in body and "![" not in body and "\\!\\[t\\]\\(http\\://127" in body

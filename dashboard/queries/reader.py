@@ -255,6 +255,11 @@ LOCKDOWN = (
     ("temp_directory", "''", "", False),  # no spilling: a query that needs more than memory_limit fails instead
     ("memory_limit", f"'{MEMORY_LIMIT}'", None, False),
     ("enable_external_access", "false", "false", True),  # no files (read_csv, COPY, ATTACH, glob), no network
+    # ... except the open store's own files, which DuckDB keeps in allowed_paths (read_blob('<store>') read it, deleted
+    # rows and all). So the local file system goes too, after the line above (which itself needs it); the store's open
+    # handle still reads. duckdb_settings() reports '' for it whatever it holds, so the console checks it by trying.
+    ("disabled_filesystems", "'LocalFileSystem'", None, False),
+    ("python_enable_replacements", "false", "false", True),  # FROM some_name never scans a Python object
     ("autoinstall_known_extensions", "false", "false", True),
     ("autoload_known_extensions", "false", "false", True),
     ("lock_configuration", "true", "true", True),  # last: SET/RESET of anything now fails

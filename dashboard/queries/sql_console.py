@@ -1,33 +1,53 @@
-"""The SQL page's engine: one read-only statement on a locked-down connection, with row and time limits.
+"""The SQL page's engine: one read-only statement, in a process of its own, with row, byte, time and memory limits.
 
-Three layers, so a hole in one is caught by the next:
+Four layers, so a hole in one is caught by the next:
 1. the parser: exactly one statement, and it must be a query (SELECT, WITH … SELECT, VALUES,
    DESCRIBE, SUMMARIZE, SHOW, static PIVOT/UNPIVOT, or EXPLAIN of one of those);
-2. the connection: the store opened read-only, then DuckDB's own switches — no file or network
-   access, no extension installs or loads, no spilling to disk — and the configuration locked;
-3. limits: at most MAX_ROWS rows fetched (the result streams, so a huge result is never built)
-   and a timer that interrupts the query after TIME_LIMIT_S seconds.
+2. the parsed tree (`json_serialize_sql`): every table function it calls must be one that reads
+   no file and shows no setting or path (an allowlist, so a new file reader is refused by default),
+   no setting is read (`current_setting`, `pg_settings`, `duckdb_databases`), no table name is a
+   file (`FROM 'x.parquet'`), and no CTE writes;
+3. the connection: the store opened read-only, then DuckDB's own switches (reader.LOCKDOWN): no
+   file or network access, the local file system disabled (DuckDB otherwise lets a query read the
+   open store's own file with read_blob, deleted rows and all), no extensions, no Python objects,
+   no spilling, and the configuration locked;
+4. the process (sql_worker.py): the query runs in a child process with an address-space cap and a
+   deadline, because DuckDB's memory_limit and interrupt() do not reach inside one huge value
+   (`repeat('x', 2000000000)`); the result streams back cut to MAX_ROWS rows, MAX_BYTES bytes and
+   MAX_CELL_CHARS characters a cell.
 
 Every refusal comes back as a `Result` with a message, never as an exception.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from dashboard.queries import query
-from dashboard.queries.reader import MEMORY_LIMIT, READER, LockdownError, file_version, lock_down  # noqa: F401
+from dashboard.queries.reader import LOCKDOWN, MEMORY_LIMIT, LockdownError, lock_down  # noqa: F401
 
 MAX_ROWS = 10_000
+MAX_BYTES = 16 * 2**20  # of the result as shown (after cutting cells): what the page, the browser and a CSV hold
+MAX_CELL_CHARS = 10_000  # longer text is cut for display (an EXPLAIN plan fits)
 TIME_LIMIT_S = 5.0
+MAX_RUNNING = 2  # console queries at once in this dashboard process; each may use up to MEMORY_LIMIT
+WORKER = Path(__file__).with_name("sql_worker.py")
+WORKER_THREADS = max(1, min(4, os.cpu_count() or 1))
+DUCKDB_SHARE = 0.6  # of the worker's memory for DuckDB's own limit; the rest is Python, Arrow and untracked vectors
+START_ALLOWANCE_S = 15.0  # starting the worker and opening the store, on top of the time limit, before it is killed
 EXAMPLES = {
     "Errors per artist": """\
 SELECT p.run_id, i.artist,
@@ -69,6 +89,21 @@ ORDER BY a.created_at DESC""",
 
 _EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^()]*\)\s*)?", re.IGNORECASE)
 _QUERY_KINDS = "SELECT, WITH … SELECT, VALUES, DESCRIBE, SUMMARIZE, SHOW, or EXPLAIN of a query"
+_NO_FILES = ("this console cannot read or write files, load extensions or reach the network, and does not show the "
+             "server's settings or paths; it queries the store's own tables only")
+
+# Table functions that read no file and show no setting or path. Every other one (read_*, parquet_*, glob, query,
+# query_table, sniff_csv, json_execute_serialized_sql, duckdb_settings, duckdb_databases, …) is refused.
+ALLOWED_TABLE_FUNCTIONS = frozenset({
+    "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree", "test_all_types",
+    "duckdb_tables", "duckdb_columns", "duckdb_views", "duckdb_schemas", "duckdb_types", "duckdb_functions",
+    "duckdb_keywords", "duckdb_constraints", "duckdb_indexes", "duckdb_sequences", "duckdb_dependencies",
+    "duckdb_optimizers", "duckdb_memory", "pragma_table_info", "pragma_version", "pragma_platform",
+    "pragma_storage_info", "pragma_database_size", "pragma_collations", "pg_timezone_names", "icu_calendar_names",
+})
+DENIED_FUNCTIONS = frozenset({"current_setting"})  # scalar functions that show settings (paths among them)
+_PATH_CHARS = re.compile(r"[/\\.:~]")  # a table name with these is a file (a replacement scan), never a store table
+_CALLS = re.compile(r"([a-z_][a-z0-9_]*)\s*\(")
 
 
 class Refused(Exception):
@@ -81,6 +116,8 @@ class Result:
     truncated: bool = False
     seconds: float = 0.0
     error: str | None = None
+    stopped: str | None = None  # why rows are missing: "rows" (MAX_ROWS) or "bytes" (MAX_BYTES)
+    cells_cut: int = 0  # cells whose text was cut to MAX_CELL_CHARS
 
     @property
     def ok(self) -> bool:
@@ -112,8 +149,11 @@ def one_query(sql: str) -> duckdb.Statement:
             inner_kinds = []
         if inner_kinds != [duckdb.StatementType.SELECT]:
             raise Refused("EXPLAIN is allowed for a plain query only (EXPLAIN [ANALYZE] SELECT …).")
+        check_reads(inner)
     elif kind != duckdb.StatementType.SELECT:
         raise Refused(_refusal(kind))
+    else:
+        check_reads(statement.query)
     return statement
 
 
@@ -132,12 +172,90 @@ def _refusal(kind: duckdb.StatementType) -> str:
             "page).")
 
 
-def _first_lines(exc: Exception, n: int = 4) -> str:
+def _first_lines(exc: Exception | str, n: int = 4) -> str:
     return "\n".join(str(exc).strip().splitlines()[:n])
 
 
-def run_query(path: str | Path, sql: str, max_rows: int = MAX_ROWS, time_limit: float = TIME_LIMIT_S) -> Result:
-    """Run one user statement on a locked-down read-only connection; errors come back as `Result.error`."""
+# ---------------------------------------------------------------- layer 2: what the parsed query reads
+
+_PARSER = duckdb.connect()  # in memory: parses and lists DuckDB's own catalog, never sees the store
+_PARSER_LOCK = threading.Lock()
+
+
+def _denied_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(scalar functions and macros, built-in views) that reach a refused table function or setting.
+
+    Found from DuckDB's own catalog, so a view like pg_settings (over duckdb_settings()) or a macro
+    like histogram (over query_table()) is refused with what it wraps."""
+    with _PARSER_LOCK:
+        table_functions = {name for (name,) in _PARSER.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type IN ('table', 'table_macro')"
+        ).fetchall()}
+        macros = _PARSER.execute("SELECT function_name, macro_definition FROM duckdb_functions() "
+                                 "WHERE function_type = 'macro'").fetchall()
+        views = _PARSER.execute("SELECT view_name, sql FROM duckdb_views() WHERE internal").fetchall()
+    refused = (table_functions - ALLOWED_TABLE_FUNCTIONS) | DENIED_FUNCTIONS
+
+    def reaches(text: str | None) -> bool:
+        return bool(refused & set(_CALLS.findall((text or "").lower())))
+
+    functions = DENIED_FUNCTIONS | {name for name, body in macros if reaches(body)}
+    return frozenset(functions), frozenset(name for name, body in views if reaches(body))
+
+
+DENIED_SCALARS, DENIED_VIEWS = _denied_names()
+
+
+def parse_tree(sql: str) -> dict:
+    """DuckDB's parse of one SELECT as JSON (json_serialize_sql), or Refused when it cannot be checked."""
+    with _PARSER_LOCK:
+        text = _PARSER.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0]
+    tree = json.loads(text)
+    if tree.get("error"):
+        raise Refused(f"This query cannot be checked, so it is not run: {tree.get('error_message')}")
+    return tree
+
+
+def references(node: object, table_call: bool = False) -> Iterator[tuple[str, str]]:
+    """Every (kind, name) the parsed query uses: "table function", "function", "table", or "write" (a CTE that
+    writes). Walks the whole tree, so nesting (CTEs, subqueries, lambdas, SUMMARIZE) hides nothing."""
+    if isinstance(node, list):
+        for item in node:
+            yield from references(item)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if "function_name" in node:
+        yield ("table function" if table_call else "function"), str(node["function_name"]).lower()
+    if kind in ("BASE_TABLE", "SHOW_REF") and node.get("table_name"):
+        yield "table", str(node["table_name"]).strip('"').lower()
+    if isinstance(kind, str) and kind.endswith("_QUERY_NODE"):  # INSERT/UPDATE/DELETE inside a CTE
+        yield "write", kind.removesuffix("_QUERY_NODE")
+    for key, value in node.items():
+        yield from references(value, table_call=kind == "TABLE_FUNCTION" and key == "function")
+
+
+def check_reads(sql: str) -> None:
+    """Refused when the query would read a file, a setting or a path, or write (see the module's layer 2)."""
+    for kind, name in references(parse_tree(sql)):
+        if kind == "table function" and name not in ALLOWED_TABLE_FUNCTIONS:
+            raise Refused(f"Refused: {name}() is not available here: {_NO_FILES}.")
+        if kind == "function" and name in DENIED_SCALARS:
+            raise Refused(f"Refused: {name}() is not available here: {_NO_FILES}.")
+        if kind == "table" and (name in DENIED_VIEWS or _PATH_CHARS.search(name)):
+            raise Refused(f"Refused: {name!r} is not a table of the store: {_NO_FILES}.")
+        if kind == "write":
+            raise Refused(f"Read-only console: a {name} inside a query is not allowed; the connection is read-only. "
+                          f"Only queries that read run here ({_QUERY_KINDS}).")
+
+
+# ---------------------------------------------------------------- layers 3 and 4: the worker process
+
+
+def run_query(path: str | Path, sql: str, max_rows: int = MAX_ROWS, time_limit: float = TIME_LIMIT_S,
+              max_bytes: int = MAX_BYTES, max_cell: int = MAX_CELL_CHARS) -> Result:
+    """Run one user statement in a locked-down worker process; errors come back as `Result.error`."""
     started = time.perf_counter()
     try:
         statement = one_query(sql)
@@ -145,64 +263,113 @@ def run_query(path: str | Path, sql: str, max_rows: int = MAX_ROWS, time_limit: 
         return Result(error=str(exc))
     if not Path(path).exists():
         return Result(error=f"No store at {path}: run `make artifacts` first.")
-    fired = threading.Event()
+    request = worker_request(path, statement.query, max_rows, max_bytes, max_cell, time_limit)
+    if not _RUNNING.acquire(timeout=time_limit):
+        return Result(error=f"The console is busy with {MAX_RUNNING} other queries; run it again in a moment.")
     try:
-        with READER.cursor(path, file_version(path)) as con:  # locked down (see reader.py)
-
-            def stop() -> None:
-                fired.set()
-                with contextlib.suppress(Exception):  # the query may have just finished and closed
-                    con.interrupt()
-
-            timer = threading.Timer(time_limit, stop)
-            timer.daemon = True
-            timer.start()
-            try:
-                cursor = con.execute(statement)
-                rows = cursor.fetchmany(max_rows + 1)
-                columns = [d[0] for d in cursor.description or []]
-            finally:
-                timer.cancel()
-    except Refused as exc:
-        return Result(error=str(exc), seconds=time.perf_counter() - started)
-    except Exception as exc:  # every failure is a message on the page, never a traceback
-        return Result(error=_explain_error(exc, fired.is_set(), time_limit), seconds=time.perf_counter() - started)
-    if fired.is_set():  # the interrupt landed between the last row and the cancel: still over the limit
-        return Result(error=_explain_error(duckdb.InterruptException(), True, time_limit),
-                      seconds=time.perf_counter() - started)
-    frame = _frame(rows[:max_rows], columns)
-    return Result(frame, len(rows) > max_rows, time.perf_counter() - started)
+        status, out = _spawn(request, time_limit + request["open_wait"] + START_ALLOWANCE_S)
+    finally:
+        _RUNNING.release()
+    result = _read_worker(status, out, time_limit)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
-def _explain_error(exc: Exception, timed_out: bool, time_limit: float) -> str:
-    """A failure in words: what the limit or the lock-down refused, or DuckDB's own message."""
-    if timed_out or isinstance(exc, duckdb.InterruptException):
+_RUNNING = threading.BoundedSemaphore(MAX_RUNNING)
+
+
+def memory_bytes(limit: str = MEMORY_LIMIT) -> int:
+    """'2GB' (DuckDB's notation: KB/MB/GB in powers of 1000, KiB/MiB/GiB in powers of 1024) in bytes."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?i?B)\s*", limit, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a memory size: {limit!r}")
+    unit = match.group(2).upper()
+    base = 1024 if "I" in unit else 1000
+    return int(float(match.group(1)) * base ** " KMGT".index(unit[0] if unit != "B" else " "))
+
+
+SEALED = ["disabled_filesystems", "'LocalFileSystem'"]  # the worker's must-have, whether or not LOCKDOWN lists it
+
+
+def worker_settings() -> list[list[str]]:
+    """reader.LOCKDOWN for the worker: DuckDB's share of the memory, the local file system off (after external
+    access, which needs it to switch off), and a fixed thread count, all before the lock."""
+    duckdb_memory = f"'{int(memory_bytes() * DUCKDB_SHARE) // 2**20}MiB'"
+    settings = [[name, duckdb_memory if name == "memory_limit" else value] for name, value, _, _ in LOCKDOWN
+                if name != SEALED[0]]
+    lock = next(i for i, (name, _) in enumerate(settings) if name == "lock_configuration")
+    return settings[:lock] + [SEALED, ["threads", str(WORKER_THREADS)]] + settings[lock:]
+
+
+def worker_request(path: str | Path, sql: str, max_rows: int, max_bytes: int, max_cell: int,
+                   time_limit: float) -> dict:
+    return {"path": str(Path(path).resolve()), "sql": sql, "settings": worker_settings(),
+            "required": [[name, expected] for name, _, expected, required in LOCKDOWN if required],
+            "max_rows": max_rows, "max_bytes": max_bytes, "max_cell": max_cell, "time_limit": time_limit,
+            "memory_bytes": memory_bytes(), "open_wait": 10.0}
+
+
+def _spawn(request: dict, timeout: float) -> tuple[int | None, bytes]:
+    """Run the worker on `request`: (its exit status, or None when it was killed at the deadline; its output)."""
+    # Allocators that do not reserve address space ahead (glibc with few arenas; Arrow's default mimalloc reserved
+    # ~1 GB more than it used, which the address-space cap counts).
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+    proc = subprocess.Popen([sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        out, _ = proc.communicate(json.dumps(request).encode("utf-8"), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None, b""
+    return proc.returncode, out
+
+
+def _read_worker(status: int | None, out: bytes, time_limit: float) -> Result:
+    """The worker's answer as a Result: its table, or its failure in words."""
+    if status is None or status == WORKER_TIMEOUT_EXIT:
+        return Result(error=explain("interrupt", "", time_limit))
+    header_line, _, body = out.partition(b"\n")
+    try:
+        header = json.loads(header_line)
+    except ValueError:
+        why = f"signal {-status}" if status < 0 else f"exit status {status}"
+        return Result(error=f"The query's process ended without an answer ({why}); most likely it ran out of memory "
+                            f"(the console's limit is {MEMORY_LIMIT}). Filter or aggregate first.")
+    if not header.get("ok"):
+        return Result(error=explain(header.get("kind", "other"), header.get("message", ""), time_limit))
+    table = pa.ipc.open_stream(body).read_all()
+    return Result(_frame(table), header["stopped"] is not None, stopped=header["stopped"],
+                  cells_cut=header["cells_cut"])
+
+
+WORKER_TIMEOUT_EXIT = 3  # sql_worker.TIMEOUT_EXIT (not imported: the worker module stays free of the dashboard)
+
+
+def explain(kind: str, text: str, time_limit: float) -> str:
+    """A failure in words: what a limit or the lock-down refused, or DuckDB's own message."""
+    if kind == "interrupt":
         return (f"Stopped: the query ran past the console's time limit ({time_limit:g} s). Filter or aggregate "
                 "before joining, or add a LIMIT.")
-    if isinstance(exc, LockdownError):
-        return f"Refused: {exc}; nothing was run."
-    if isinstance(exc, duckdb.PermissionException):
-        return ("Refused: this console cannot read or write files, load extensions or reach the network; it queries "
-                f"the store's own tables only.\n\nDuckDB said: {_first_lines(exc, 2)}")
-    if isinstance(exc, duckdb.OutOfMemoryException):
+    if kind == "memory":
         return (f"Refused: the query needed more than the console's memory limit ({MEMORY_LIMIT}). Filter or "
-                "aggregate first.")
-    text = str(exc)
+                "aggregate first, or select fewer or shorter values.")
+    if kind == "lockdown":
+        return f"Refused: {text}; nothing was run."
+    if kind == "busy":
+        return "The store is busy (the pipeline is writing it); run the query again in a moment."
+    if kind == "permission":
+        return f"Refused: {_NO_FILES}.\n\nDuckDB said: {_first_lines(text, 2)}"
     if "read-only mode" in text or "configuration has been locked" in text:
         return f"Refused: the console's connection is read-only and its settings are locked.\n\nDuckDB said: {text}"
-    if isinstance(exc, duckdb.Error):
-        return f"DuckDB could not run the query:\n\n{_first_lines(exc, 6)}"
-    return f"The query failed: {type(exc).__name__}: {_first_lines(exc, 2)}"
+    if kind == "duckdb":
+        return f"DuckDB could not run the query:\n\n{_first_lines(text, 6)}"
+    return f"The query failed: {_first_lines(text, 2)}"
 
 
-def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
-    """Rows as a table a browser can show and a CSV can hold: blobs (thumbnails, heatmaps) become their size."""
-    frame = pd.DataFrame.from_records(rows, columns=_unique(columns))
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype == object and values.map(lambda v: isinstance(v, bytes | bytearray)).any():
-            frame[column] = values.map(lambda v: f"<{len(v):,} bytes>" if isinstance(v, bytes | bytearray) else v)
-    return frame
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """The worker's table for display and CSV (its blobs are already sizes, its long texts cut)."""
+    return table.rename_columns(_unique(table.column_names)).to_pandas()
 
 
 def _unique(columns: list[str]) -> list[str]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from dashboard.export import frame_csv
 from dashboard.queries import sql_console, store_exists, store_path, store_version
 from dashboard.queries.runs import runs
+from dashboard.ui import md_escape
 
 WIDGET = "w_q"
+KEEP_BYTES = 2 * 2**20  # a result kept in the session (to redraw without running again) is at most this big
 
 
 def seed_editor(url_sql: str) -> None:
@@ -25,39 +28,60 @@ def use_example(text: str) -> None:
 
 
 def result_for(sql: str, force: bool) -> sql_console.Result:
-    """Run the query, or reuse this session's last result while the query and the store are unchanged."""
+    """Run the query, or reuse this session's last result while the query and the store are unchanged.
+
+    Only a small result is kept: sessions live as long as their browser tabs, and a big one runs again."""
     key = (str(store_path()), store_version(), sql)
-    last = st.session_state.get("_sql_last")
+    last = st.session_state.pop("_sql_last", None)
     if not force and last and last[0] == key:
-        return last[1]
-    with st.spinner("Running…"):
-        result = sql_console.run_query(store_path(), sql)
-    st.session_state["_sql_last"] = (key, result)
+        result = last[1]
+    else:
+        with st.spinner("Running…"):
+            result = sql_console.run_query(store_path(), sql)
+    if result.frame is None or result.frame.memory_usage(deep=True).sum() <= KEEP_BYTES:
+        st.session_state["_sql_last"] = (key, result)
     return result
+
+
+def limits_note(result: sql_console.Result) -> str | None:
+    """What the console left out, in words (None when the whole result is shown)."""
+    notes = []
+    if result.stopped == "rows":
+        notes.append(f"showing the first {len(result.frame):,} rows: the console fetches at most "
+                     f"{sql_console.MAX_ROWS:,}")
+    elif result.stopped == "bytes":
+        notes.append(f"showing the first {len(result.frame):,} rows: the console returns at most "
+                     f"{sql_console.MAX_BYTES // 2**20} MB")
+    if result.cells_cut:
+        notes.append(f"{result.cells_cut:,} long values are cut to {sql_console.MAX_CELL_CHARS:,} characters")
+    if not notes:
+        return None
+    text = "; ".join(notes)
+    return f"{text[0].upper()}{text[1:]}. Aggregate, select fewer or shorter columns, or add a LIMIT/OFFSET."
 
 
 def show(result: sql_console.Result) -> None:
     if not result.ok:
-        st.error(result.error)
+        st.error(md_escape(result.error, lines=True))  # it may quote the query, which a shared link wrote
         return
     frame = result.frame
-    if result.truncated:
-        st.warning(f"Showing the first {len(frame):,} rows: the console fetches at most {sql_console.MAX_ROWS:,}. "
-                   "Aggregate, or add a LIMIT/OFFSET to see others.")
+    note = limits_note(result)
+    if note:
+        st.warning(note)
     st.caption(f"{len(frame):,} rows · {result.seconds:.2f} s")
     st.dataframe(frame, hide_index=True)
-    st.download_button("Download CSV", frame.to_csv(index=False), file_name="periodeye-query.csv", mime="text/csv",
+    st.download_button("Download CSV", frame_csv(frame), file_name="periodeye-query.csv", mime="text/csv",
                        on_click="ignore", icon=":material/download:")
 
 
 st.title("SQL")
 if not store_exists() or runs().empty:
-    st.info(f"No runs in the store yet ({store_path()}): run `make artifacts`, then refresh.")
+    st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
     st.stop()
 
 st.caption(f"One read-only query over the store: no writes, no files, no network; at most "
-           f"{sql_console.MAX_ROWS:,} rows and {sql_console.TIME_LIMIT_S:g} s. The query is kept in the URL, "
-           "so a link to this page shares it.")
+           f"{sql_console.MAX_ROWS:,} rows, {sql_console.MAX_BYTES // 2**20} MB, {sql_console.TIME_LIMIT_S:g} s "
+           f"and {sql_console.MEMORY_LIMIT} of memory. The query is kept in the URL, so a link to this page shares it.")
 with st.expander("Tables"):
     st.dataframe(sql_console.tables(), hide_index=True)
 
