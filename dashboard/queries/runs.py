@@ -25,8 +25,10 @@ def runs() -> pd.DataFrame:
 
 
 def datasets() -> pd.DataFrame:
+    """Every stored dataset version (a changed folder is a new one; runs keep theirs), newest first per name."""
     return query("""SELECT dataset_id, name, source, path, synthetic, periods, artists, n_images, n_skipped,
-                           n_duplicate_groups, n_conflicting_duplicates, created_at FROM datasets ORDER BY name""")
+                           n_duplicate_groups, n_conflicting_duplicates, created_at FROM datasets
+                    ORDER BY name, created_at DESC, dataset_id""")
 
 
 def labels(run_id: str, task: str = "period") -> list[str]:
@@ -42,5 +44,8 @@ def artists(run_id: str) -> list[str]:
 
 
 def skipped_summary() -> pd.DataFrame:
-    return query("""SELECT d.name AS dataset, s.stage, regexp_extract(s.reason, '^[^:(]*') AS reason, count(*) AS images
-                    FROM skipped_images s JOIN datasets d USING (dataset_id) GROUP BY ALL ORDER BY images DESC""")
+    """Skips by reason per dataset version (versions of one folder share most skips: never summed together)."""
+    return query("""SELECT d.name AS dataset, s.dataset_id AS version, s.stage,
+                           regexp_extract(s.reason, '^[^:(]*') AS reason, count(*) AS images
+                    FROM skipped_images s JOIN datasets d USING (dataset_id)
+                    GROUP BY ALL ORDER BY images DESC, dataset, version, reason""")
