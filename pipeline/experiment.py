@@ -62,8 +62,8 @@ def prepare_data(exp: Experiment, progress: bool = True) -> PreparedData:
     """Prepare the data, refuse it if no run could learn from it, and store its version (rank 0)."""
     data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress)
     check_trainable(data, exp.data.path or f"the {exp.data.source} data")
+    data.dataset_id = stored_version(exp.store, data)  # every process: the id is part of each run's identity
     if is_global_zero():  # the other processes of a distributed run only read the cache
-        data.dataset_id = stored_version(exp.store, data)
         for old in store.write_dataset(exp.store, data):
             print(f"[data] dropped dataset version {old}: no run or annotation uses it any more")
     return data
