@@ -36,13 +36,23 @@ pages = [
 ]
 navigation = st.navigation(pages)
 
-from dashboard.queries import outdated_schema, store_path  # noqa: E402  (needs ROOT on sys.path)
+from dashboard.queries import failure_message, store_problem  # noqa: E402  (needs ROOT on sys.path)
 
-old = outdated_schema()
-if old:
-    st.error(
-        f"The store {store_path()} was written by an older Period Eye (schema {old}). Run `make artifacts` "
-        "once: the pipeline upgrades it in place (runs and annotations are kept)."
-    )
-    st.stop()
-navigation.run()
+
+def run_page() -> None:
+    """The page, unless the store is not one it can read: then one line saying what is wrong and what to do, in place
+    of a traceback. That holds for a damaged block a page's query runs into, too (DuckDB finds it only then);
+    Streamlit's own st.stop and reruns are BaseExceptions, not caught here."""
+    try:
+        problem = store_problem()
+        if problem is None:
+            navigation.run()
+            return
+    except Exception as exc:  # anything not about the store is re-raised just below
+        problem = failure_message(exc)
+        if problem is None:
+            raise
+    st.error(problem)
+
+
+run_page()

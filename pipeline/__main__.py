@@ -1,11 +1,17 @@
-"""Command line: python -m pipeline {artifacts,run,prepare,list,explain,evaluate} --help."""
+"""Command line: python -m pipeline {artifacts,run,prepare,list,explain,evaluate,upgrade} --help.
+
+Every command checks the store first (pipeline.store.check_store): a file that is not a usable store ends in one
+line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only; writing
+commands refuse another application's DuckDB file or a newer store unless given --adopt-store."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipeline.config import REPO_ROOT, ConfigError, load_experiment
+from pipeline.store import StoreError, StoreLockedError, check_store
 
 DEFAULT_EXPERIMENT = REPO_ROOT / "configs" / "demo.yaml"
 
@@ -18,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("experiment", nargs="?" if default else None, default=default, help="experiment YAML")
         p.add_argument("--data", help="use this collection instead (ImageFolder dir, manifest CSV, Historic Art dir)")
         p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+        adopt_arg(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("artifacts", help="run every run of an experiment still missing from the store (default demo)")
@@ -46,19 +53,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-attributions", type=int, metavar="N", help="explain at most N images (default: as the "
                    "run's experiment did, else 200)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    adopt_arg(p)
+    p = sub.add_parser("upgrade", help="bring a store written by an older Period Eye to this code's schema (runs and "
+                       "annotations are kept)")
+    p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+    adopt_arg(p)
 
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, StoreError, StoreLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def adopt_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adopt-store", action="store_true", help="write into the store even if it is another "
+                   "application's DuckDB file (Period Eye's tables are added beside its own) or was written by a "
+                   "newer Period Eye; without it, such a store is refused and left as it is")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.experiment import run_experiment
 
     exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    check_store(exp.store, writing=True, adopt=args.adopt_store)
     run_experiment(exp, only=getattr(args, "only", None), force=getattr(args, "force", False), progress=not args.quiet)
     return 0
 
@@ -67,6 +86,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from pipeline.experiment import prepare_data
 
     exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    check_store(exp.store, writing=True, adopt=args.adopt_store)
     data = prepare_data(exp, progress=not args.quiet)
     print(data.images.groupby(["split", "period"]).size().unstack(0).fillna(0).astype(int).to_string())
     if len(data.skipped):
@@ -80,7 +100,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from pipeline import store
 
-    runs = store.list_runs(store_path(args))
+    path = store_path(args)
+    check_store(path)
+    runs = store.list_runs(path)
     if runs.empty:
         print("no runs stored yet: run `make artifacts`")
     else:
@@ -96,6 +118,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from pipeline.explain import explain_to_file
 
     out = args.out or str(Path(args.image).with_suffix(".explained.png"))
+    check_store(store_path(args))
     try:
         explain_to_file(store_path(args), args.run, args.image, out, target=args.target)
     except BadImage as exc:
@@ -109,21 +132,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_attributions is not None and args.max_attributions < 0:
         raise ConfigError(f"--max-attributions must be >= 0, got {args.max_attributions}")
+    check_store(store_path(args), writing=True, adopt=args.adopt_store)
     evaluate_collection(store_path(args), args.run, args.data, name=args.name, attributions=not args.no_attributions,
                         max_attributions=args.max_attributions, progress=not args.quiet)
     return 0
 
 
-def store_path(args: argparse.Namespace) -> str:
-    import os
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from pipeline import store
 
+    path = store_path(args)
+    if not os.path.isfile(path):
+        raise StoreError(f"no store at {path}: nothing to upgrade (`make artifacts` writes a new one)")
+    check_store(path, writing=True, adopt=args.adopt_store)
+    with store.connect(path) as con:  # a writer's connection brings the schema up to date (never down)
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    print(f"{path}: schema {version}")
+    return 0
+
+
+def store_path(args: argparse.Namespace) -> str:
     from pipeline.config import DEFAULT_STORE
 
     return args.store or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE)
 
 
 COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade}
 
 if __name__ == "__main__":
     sys.exit(main())

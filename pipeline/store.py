@@ -8,7 +8,10 @@ so the dashboard can stay open while `make artifacts` writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -74,6 +77,10 @@ class StoreLockedError(RuntimeError):
     """Another process held the store's lock for longer than we were willing to wait."""
 
 
+class StoreError(ValueError):
+    """The file given as the store cannot be used as one: the message is one line naming it and what to do."""
+
+
 def _is_lock_error(exc: Exception) -> bool:
     """Another process holds the file, or this process has it open in the other mode (read-only vs not)."""
     text = str(exc).lower()
@@ -96,10 +103,12 @@ def open_connection(path: str | Path, read_only: bool = False, wait_seconds: flo
                     ) -> duckdb.DuckDBPyConnection:
     """Open the store; wait (with backoff) while another process holds DuckDB's file lock.
 
-    A writer raises the writer flag while it waits, so readers that keep a connection open let go of it."""
+    A writer raises the writer flag while it waits, so readers that keep a connection open let go of it. A file
+    that is not a DuckDB database is refused before DuckDB sees it (for a SQLite file DuckDB would load, even
+    download, an extension), and extensions are never loaded or installed on the connection."""
     path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not _examine_file(path, writing=not read_only) and not read_only:
+        _make_room(path)
     started = time.monotonic()
     deadline = started + wait_seconds
     delay = 0.05
@@ -108,6 +117,7 @@ def open_connection(path: str | Path, read_only: bool = False, wait_seconds: flo
         while True:
             try:
                 con = duckdb.connect(str(path), read_only=read_only)
+                _no_extensions(con)
                 waited = time.monotonic() - started
                 if waited > 2:
                     print(f"[store] waited {waited:.1f}s for the lock on {path}", file=sys.stderr)
@@ -117,6 +127,9 @@ def open_connection(path: str | Path, read_only: bool = False, wait_seconds: flo
                     if _is_lock_error(exc):
                         raise StoreLockedError(
                             f"{path} is locked by another process (waited {wait_seconds:.0f}s)") from exc
+                    failure = store_failure(path, exc)
+                    if failure is not None:
+                        raise failure from exc
                     raise
                 if not read_only:  # (again each time: another writer may have got in and taken the flag down)
                     flag = writer_flag(path)
@@ -132,12 +145,19 @@ def open_connection(path: str | Path, read_only: bool = False, wait_seconds: flo
 def connect(
     path: str | Path, read_only: bool = False, wait_seconds: float = 60.0
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store briefly (see open_connection); a writer's connection has the current schema."""
+    """Open the store briefly (see open_connection); a writer's connection has the current schema.
+
+    DuckDB finds a damaged block only when a query reads it: that error becomes a StoreError saying so."""
     con = open_connection(path, read_only, wait_seconds)
     try:
         if not read_only:
             ensure_schema(con)
         yield con
+    except duckdb.Error as exc:
+        failure = store_failure(path, exc)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         con.close()
 
@@ -148,8 +168,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
         rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # read it all:
         version = rows[0] if rows else None  # DuckDB 2 refuses register() while a result is pending
-    if version and version[0] == SCHEMA_VERSION:
-        return
+    if version and (version[0] == SCHEMA_VERSION or _newer(version[0])):
+        return  # never "upgrade" a newer store to this schema (a writer gets here only with --adopt-store)
     con.execute(SCHEMA)
     with duckdb.connect() as reference:
         reference.execute(SCHEMA)
@@ -161,6 +181,184 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         if (table, column) not in have:
             con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {dtype}')
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+
+
+# ---------------------------------------------------------------- what the path given as the store holds
+
+DUCKDB_HEADERS = 3 * 4096  # a main header, then two database headers (the one with the higher iteration is in use)
+REBUILD = "restore a backup, or move it away and run `make artifacts` to write a new store"
+ELSEWHERE = "point --store (or PERIODEYE_STORE) at a Period Eye store"
+# The first bytes of files given as the store by mistake, so the message can say what the file is.
+SIGNATURES = ((b"SQLite format 3\0", "a SQLite database"), (b"\xff\xd8\xff", "a JPEG image"),
+              (b"\x89PNG", "a PNG image"), (b"\x1f\x8b", "a gzip archive"), (b"PK\x03\x04", "a zip archive"),
+              (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF document"))
+PERIOD_EYE_TABLES = {"runs", "predictions", "images"}  # enough to recognise a Period Eye store that lost its meta
+
+
+def check_store(path: str | Path, writing: bool = False, adopt: bool = False, wait_seconds: float = 60.0) -> None:
+    """Raise StoreError unless the store at `path` can be used; nothing there yet is fine (readers say how to make
+    one, writers start one).
+
+    Readers need a current Period Eye store. A writer may also start a store in an empty file or an empty DuckDB
+    file and upgrade an older store; with `adopt`, also write into another application's DuckDB file or a newer
+    store. Cheap for readers (the dashboard asks whenever the file changes); a writer also reads every block once,
+    so a damaged store fails before minutes of work instead of after them. Opens read-only: never writes."""
+    path = Path(path)
+    if not _examine_file(path, writing):
+        return
+    with connect(path, read_only=True, wait_seconds=wait_seconds) as con:
+        _check_schema(path, con, writing, adopt)
+        if writing:
+            _read_every_block(con)
+
+
+def store_failure(path: str | Path, exc: duckdb.Error) -> StoreError | None:
+    """A DuckDB error that says the file is damaged or unusable, as a StoreError; None for any other error (a lock,
+    or a query's own mistake)."""
+    text = " ".join(str(exc).split())[:240]  # one line
+    lower = text.lower()
+    if _is_lock_error(exc):
+        return None
+    if "could not read enough bytes" in lower:
+        return StoreError(f"{path} is truncated ({text}): copy it again, or {REBUILD}")
+    damage = (duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
+    if isinstance(exc, damage) or any(word in lower for word in ("corrupt", "checksum", "invalidated")):
+        return StoreError(f"{path} is damaged ({text}): {REBUILD}")
+    if isinstance(exc, duckdb.IOException):
+        return StoreError(f"{path} cannot be used ({text}): check the path, its permissions and the free disk space")
+    return None
+
+
+def _examine_file(path: Path, writing: bool) -> int | None:
+    """The size of the DuckDB file at `path`; None when there is nothing yet, 0 for an empty file a writer may start
+    a store in. Anything else that is not a whole DuckDB file is a StoreError, before DuckDB opens it."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a store file: give the path of a .duckdb file in it, e.g. "
+                         f"{path / 'periodeye.duckdb'} (--store or PERIODEYE_STORE)")
+    if not path.is_file():
+        raise StoreError(f"{path} is not a regular file: {ELSEWHERE}")
+    try:
+        with path.open("rb") as f:
+            head, size = f.read(DUCKDB_HEADERS), os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise StoreError(f"{path} cannot be read ({exc.strerror}): check its permissions, or {ELSEWHERE}") from exc
+    if size == 0 and writing:
+        return 0
+    if size == 0:
+        raise StoreError(f"{path} is an empty file (0 bytes), not a store yet: run `make artifacts` to write one "
+                         f"there, or {ELSEWHERE}")
+    if head[8:12] != b"DUCK":
+        raise StoreError(f"{path} is {_file_kind(head)}, not a Period Eye store (a DuckDB file): {ELSEWHERE}")
+    expected = _promised_size(head)
+    if size < expected:
+        raise StoreError(f"{path} is truncated ({size:,} of {expected:,} bytes: an interrupted copy, or a full disk?): "
+                         f"copy it again, or {REBUILD}")
+    return size
+
+
+def _file_kind(head: bytes) -> str:
+    for magic, kind in SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    sample = head[:1024]
+    if b"\0" not in sample and sum(32 <= b < 127 or b in b"\t\r\n" for b in sample) > 0.9 * len(sample):
+        return "a text file"
+    return "a file of another kind"
+
+
+def _promised_size(head: bytes) -> int:
+    """The size the database header in use promises (its block count × block size), so a truncated copy is named
+    before a query runs into its end; 0 when the header is not a layout this knows (DuckDB then says what is wrong)."""
+    if len(head) < DUCKDB_HEADERS:
+        return DUCKDB_HEADERS
+    # checksum, iteration, meta block, free list, block count, block size
+    _, blocks, block_size = max(struct.unpack_from("<8xQ16xQQ", head, offset) for offset in (4096, 8192))
+    if not 4096 <= block_size <= 1 << 30 or block_size & (block_size - 1) or blocks > 1 << 32:
+        return 0
+    return DUCKDB_HEADERS + blocks * block_size
+
+
+def _make_room(path: Path) -> None:
+    """Let a writer start a new store at `path`: its folder, and no empty file (DuckDB refuses a 0-byte file, which
+    `touch` or an interrupted copy leaves) unless another writer holds its lock (it is writing the header now)."""
+    import fcntl
+
+    with contextlib.suppress(OSError), path.open("rb+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(f.fileno()).st_size == 0:
+            path.unlink()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path} ({exc.strerror}): give a path in a folder you can write "
+                         "(--store or PERIODEYE_STORE)") from exc
+
+
+def _no_extensions(con: duckdb.DuckDBPyConnection) -> None:
+    """Reading a store never loads an extension, nor downloads one (another application's file may ask for some)."""
+    for name in ("autoinstall_known_extensions", "autoload_known_extensions"):
+        with contextlib.suppress(duckdb.Error):  # an instance the dashboard locked down has them off already
+            con.execute(f"SET {name} = false")
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {name for (name,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'main'").fetchall()}
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    try:
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    except (duckdb.BinderException, duckdb.CatalogException, duckdb.ConversionException):  # another app's `meta`
+        return None
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def _newer(version: str) -> bool:
+    return version.isdigit() and int(version) > int(SCHEMA_VERSION)
+
+
+def _check_schema(path: Path, con: duckdb.DuckDBPyConnection, writing: bool, adopt: bool) -> None:
+    tables = _tables(con)
+    if not tables and writing:
+        return
+    if not tables:
+        raise StoreError(f"{path} is a DuckDB file with no Period Eye tables in it (nothing stored yet): run `make "
+                         f"artifacts` to write runs into it, or {ELSEWHERE}")
+    version = _schema_version(con) if "meta" in tables else None
+    if (version is None or not version.isdigit() or _newer(version)) and writing and adopt:
+        return
+    if version is None or not version.isdigit():
+        raise StoreError(_not_ours(path, tables))
+    if _newer(version):
+        anyway = ", or pass --adopt-store to write to it anyway" if writing else ""
+        raise StoreError(f"{path} was written by a newer Period Eye (schema {version}; this code knows "
+                         f"{SCHEMA_VERSION}): update this code (git pull) to use it{anyway}")
+    if int(version) < int(SCHEMA_VERSION) and not writing:
+        raise StoreError(f"{path} was written by an older Period Eye (schema {version}; this code reads "
+                         f"{SCHEMA_VERSION}): run `python -m pipeline upgrade --store {path}` once to upgrade it in "
+                         "place (runs and annotations are kept)")
+
+
+def _not_ours(path: Path, tables: set[str]) -> str:
+    if tables >= PERIOD_EYE_TABLES:
+        return (f"{path} has Period Eye's tables but no schema version (made by an unknown version, or damaged): "
+                f"{REBUILD}, or run `python -m pipeline upgrade --store {path} --adopt-store` to upgrade it in place")
+    names = ", ".join(" ".join(name.split())[:40] for name in sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+    return (f"{path} is not a Period Eye store (a DuckDB file with other tables: {names}): {ELSEWHERE}, or pass "
+            "--adopt-store to a writing command to add Period Eye's tables to it")
+
+
+def _read_every_block(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB checks a block's checksum when it reads the block: hashing every column of every table reads them all."""
+    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                         "WHERE database_name = current_database()").fetchall()
+    for schema, table in tables:
+        name = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+        con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {name}").fetchall()
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | pd.DataFrame) -> None:
@@ -352,7 +550,9 @@ def completed_runs(path: str | Path) -> dict[str, str]:
     """run_id -> config_hash of every complete run (used to resume `make artifacts`)."""
     if not Path(path).exists():
         return {}
-    with connect(path) as con:
+    with connect(path, read_only=True) as con:
+        if not _tables(con) >= {"runs"}:
+            return {}
         rows = con.execute("SELECT run_id, config_hash FROM runs WHERE status = 'complete'").fetchall()
     return dict(rows)
 
@@ -365,7 +565,7 @@ def list_runs(path: str | Path) -> pd.DataFrame:
     )
     if not Path(path).exists():
         return pd.DataFrame()
-    with connect(path) as con:
+    with connect(path, read_only=True) as con:  # a read-only command never writes (not even the schema)
         return con.execute(f"SELECT {cols} FROM runs ORDER BY run_id").df()
 
 

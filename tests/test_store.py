@@ -127,3 +127,118 @@ def test_a_fresh_connection_can_register_data_at_once(tmp_path):
     with store.connect(path) as con:  # schema check ran; nothing of it may be left pending
         con.register("t", pd.DataFrame({"a": [1]}))
         assert con.execute("SELECT a FROM t").fetchall() == [(1,)]
+
+
+# ---------------------------------------------------------------- what a path given as the store holds
+
+
+def other_app(path):
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE customers (id INTEGER, name TEXT); INSERT INTO customers VALUES (1, 'Ada')")
+    return path
+
+
+def schema_version(path) -> str:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+def test_list_opens_read_only_beside_another_reader(tmp_path, capsys):
+    """A read-write open fails while another process reads the file (DuckDB's lock): `list` must not need one."""
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}, read_only=True); "
+                               "print('READING', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "READING"
+        from pipeline.__main__ import main
+
+        assert main(["list", "--store", str(path)]) == 0
+        assert "e/r" in capsys.readouterr().out
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_writers_refuse_another_apps_file_unless_adopting_it(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    path = other_app(tmp_path / "other.duckdb")
+    before = path.read_bytes()
+    with pytest.raises(store.StoreError, match="not a Period Eye store .*customers.*--adopt-store"):
+        store.check_store(path, writing=True)
+    assert main(["upgrade", "--store", str(path)]) == 2
+    assert "--adopt-store" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    assert main(["upgrade", "--store", str(path), "--adopt-store"]) == 0
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT * FROM customers").fetchall() == [(1, "Ada")]  # its own data kept
+    assert schema_version(path) == store.SCHEMA_VERSION
+    store.check_store(path)  # a Period Eye store now
+
+
+def test_a_newer_store_is_never_downgraded(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    for writing in (False, True):
+        with pytest.raises(store.StoreError, match="newer Period Eye .*schema 99"):
+            store.check_store(path, writing=writing)
+    store.check_store(path, writing=True, adopt=True)
+    store.write_run(path, record("e/r2", 3, "v1"))  # asked to write anyway: it writes, and leaves the version
+    assert schema_version(path) == "99"
+
+
+def test_an_older_store_is_upgraded_in_place(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'; ALTER TABLE runs DROP evaluation_of")
+    with pytest.raises(store.StoreError, match="older Period Eye .*python -m pipeline upgrade"):
+        store.check_store(path)
+    store.check_store(path, writing=True)  # a writer upgrades it
+    assert main(["upgrade", "--store", str(path)]) == 0
+    assert schema_version(path) == store.SCHEMA_VERSION
+    assert store.completed_runs(path) == {"e/r": "v1"}
+
+
+def test_a_writer_starts_a_new_store_in_an_empty_file(tmp_path):
+    path = tmp_path / "s.duckdb"
+    path.touch()
+    with pytest.raises(store.StoreError, match="empty file"):
+        store.check_store(path)
+    store.check_store(path, writing=True)
+    store.write_run(path, record("e/r", 3, "v1"))
+    assert store.completed_runs(path) == {"e/r": "v1"}
+
+
+def test_a_sqlite_file_never_reaches_duckdb(tmp_path, monkeypatch):
+    """DuckDB would load the sqlite extension for it, and download it first: from the network."""
+    import sqlite3
+
+    path = tmp_path / "s.duckdb"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE runs (run_id TEXT)")
+
+    def no_duckdb(*args, **kwargs):
+        raise AssertionError("DuckDB was asked to open a SQLite file")
+
+    monkeypatch.setattr(store.duckdb, "connect", no_duckdb)
+    for read_only in (True, False):
+        with pytest.raises(store.StoreError, match="SQLite database"):
+            store.open_connection(path, read_only=read_only)
+
+
+def test_connections_never_load_or_install_extensions(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    with store.connect(path, read_only=True) as con:
+        settings = dict(con.execute("SELECT name, value FROM duckdb_settings() WHERE name LIKE 'auto%_known_extensions'"
+                                    ).fetchall())
+    assert settings == {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}

@@ -51,16 +51,43 @@ def query(sql: str, params: tuple | list = ()) -> pd.DataFrame:
     return _cached(str(store_path()), store_version(), sql, tuple(params))
 
 
-def outdated_schema() -> str | None:
-    """The store's schema version when it is older than this code's (None when current or absent)."""
-    if not store_exists():
-        return None
+def store_problem() -> str | None:
+    """What is wrong with the store file, in one line naming it and what to do; None when pages can read it (or
+    when there is none yet: pages then say how to make one). Checked once per version of the file, since every
+    page view asks; a store busy for too long raises StoreLockedError (not cached)."""
+    path = store_path()
+    return _store_problem(str(path), _fingerprint(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _store_problem(path: str, fingerprint: tuple) -> str | None:
     try:
-        df = query("SELECT value FROM meta WHERE key = 'schema_version'")
-    except duckdb.CatalogException:  # an empty file: nothing written yet
-        return None
-    version = df["value"].iloc[0] if len(df) else "0"
-    return None if version == pipeline_store.SCHEMA_VERSION else version
+        pipeline_store.check_store(path, wait_seconds=15.0)
+    except pipeline_store.StoreError as exc:
+        return str(exc)
+    return None
+
+
+def _fingerprint(path: Path) -> tuple:
+    """The file's version, size and identity: a store copied over the old one is checked again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return file_version(path), stat.st_size, stat.st_ino, stat.st_mode
+
+
+def failure_message(exc: Exception) -> str | None:
+    """One line for a store failure a page ran into (a damaged block DuckDB found only when a query read it, a
+    store busy for too long); None for anything else, which is a bug to show as it is."""
+    if isinstance(exc, pipeline_store.StoreError):
+        return str(exc)
+    if isinstance(exc, pipeline_store.StoreLockedError):
+        return f"The store {store_path()} is busy (the pipeline is writing it): reload this page in a moment."
+    if isinstance(exc, duckdb.Error):
+        failure = pipeline_store.store_failure(store_path(), exc)
+        return None if failure is None else str(failure)
+    return None
 
 
 def has_table(name: str) -> bool:
