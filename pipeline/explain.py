@@ -47,11 +47,10 @@ def load_run(store_path: str | Path, run_id: str) -> LoadedRun:
         raise ConfigError(f"no run {run_id!r} in {store_path}; runs: {known}")
     if not run.get("checkpoint"):
         raise ConfigError(f"run {run_id} keeps no checkpoint (an ensemble has none), so it cannot explain images")
-    path = Path(run["checkpoint"])
+    token = (run.get("summary") or {}).get("checkpoint_token")
+    path = checkpoint.locate(Path(run["checkpoint"]), token)  # also when a re-run stopped before moving it in
     if not path.exists():
         raise ConfigError(f"checkpoint of {run_id} not found at {path}; re-run it with `python -m pipeline run`")
-    token = (run.get("summary") or {}).get("checkpoint_token")
-    path = checkpoint.locate(path, token)  # the committed file, if a re-run was stopped before moving it in
     why = checkpoint.problem(path)
     if why is not None:
         raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
