@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -107,7 +106,7 @@ def open_connection(path: str | Path, read_only: bool = False, wait_seconds: flo
     that is not a DuckDB database is refused before DuckDB sees it (for a SQLite file DuckDB would load, even
     download, an extension), and extensions are never loaded or installed on the connection."""
     path = Path(path)
-    if not _examine_file(path, writing=not read_only) and not read_only:
+    if not check_file(path, writing=not read_only) and not read_only:
         _make_room(path)
     started = time.monotonic()
     deadline = started + wait_seconds
@@ -185,7 +184,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 # ---------------------------------------------------------------- what the path given as the store holds
 
-DUCKDB_HEADERS = 3 * 4096  # a main header, then two database headers (the one with the higher iteration is in use)
+DUCKDB_HEADERS = 3 * 4096  # a main header and two database headers, then the blocks
 REBUILD = "restore a backup, or move it away and run `make artifacts` to write a new store"
 ELSEWHERE = "point --store (or PERIODEYE_STORE) at a Period Eye store"
 # The first bytes of files given as the store by mistake, so the message can say what the file is.
@@ -204,12 +203,20 @@ def check_store(path: str | Path, writing: bool = False, adopt: bool = False, wa
     store. Cheap for readers (the dashboard asks whenever the file changes); a writer also reads every block once,
     so a damaged store fails before minutes of work instead of after them. Opens read-only: never writes."""
     path = Path(path)
-    if not _examine_file(path, writing):
-        return
-    with connect(path, read_only=True, wait_seconds=wait_seconds) as con:
-        _check_schema(path, con, writing, adopt)
-        if writing:
-            _read_every_block(con)
+    if check_file(path, writing):
+        with connect(path, read_only=True, wait_seconds=wait_seconds) as con:
+            check_open_store(path, con, writing, adopt)
+
+
+def check_open_store(path: str | Path, con: duckdb.DuckDBPyConnection, writing: bool = False, adopt: bool = False
+                     ) -> None:
+    """check_store's look inside, on a connection already open (the dashboard's shared one: another connection
+    would keep DuckDB's instance of the file alive under it)."""
+    path = Path(path)
+    _check_length(path, con)
+    _check_schema(path, con, writing, adopt)
+    if writing:
+        _read_every_block(con)
 
 
 def store_failure(path: str | Path, exc: duckdb.Error) -> StoreError | None:
@@ -229,11 +236,12 @@ def store_failure(path: str | Path, exc: duckdb.Error) -> StoreError | None:
     return None
 
 
-def _examine_file(path: Path, writing: bool) -> int | None:
-    """The size of the DuckDB file at `path`; None when there is nothing yet, 0 for an empty file a writer may start
-    a store in. Anything else that is not a whole DuckDB file is a StoreError, before DuckDB opens it."""
+def check_file(path: str | Path, writing: bool = False) -> bool:
+    """Whether there is a DuckDB file at `path` to open: False when there is nothing yet (or, for a writer, an empty
+    file to start a store in). Anything else is a StoreError, before DuckDB sees it."""
+    path = Path(path)
     if not path.exists():
-        return None
+        return False
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a store file: give the path of a .duckdb file in it, e.g. "
                          f"{path / 'periodeye.duckdb'} (--store or PERIODEYE_STORE)")
@@ -245,17 +253,13 @@ def _examine_file(path: Path, writing: bool) -> int | None:
     except OSError as exc:
         raise StoreError(f"{path} cannot be read ({exc.strerror}): check its permissions, or {ELSEWHERE}") from exc
     if size == 0 and writing:
-        return 0
+        return False
     if size == 0:
         raise StoreError(f"{path} is an empty file (0 bytes), not a store yet: run `make artifacts` to write one "
                          f"there, or {ELSEWHERE}")
     if head[8:12] != b"DUCK":
         raise StoreError(f"{path} is {_file_kind(head)}, not a Period Eye store (a DuckDB file): {ELSEWHERE}")
-    expected = _promised_size(head)
-    if size < expected:
-        raise StoreError(f"{path} is truncated ({size:,} of {expected:,} bytes: an interrupted copy, or a full disk?): "
-                         f"copy it again, or {REBUILD}")
-    return size
+    return True
 
 
 def _file_kind(head: bytes) -> str:
@@ -268,16 +272,24 @@ def _file_kind(head: bytes) -> str:
     return "a file of another kind"
 
 
-def _promised_size(head: bytes) -> int:
-    """The size the database header in use promises (its block count × block size), so a truncated copy is named
-    before a query runs into its end; 0 when the header is not a layout this knows (DuckDB then says what is wrong)."""
-    if len(head) < DUCKDB_HEADERS:
-        return DUCKDB_HEADERS
-    # checksum, iteration, meta block, free list, block count, block size
-    _, blocks, block_size = max(struct.unpack_from("<8xQ16xQQ", head, offset) for offset in (4096, 8192))
-    if not 4096 <= block_size <= 1 << 30 or block_size & (block_size - 1) or blocks > 1 << 32:
-        return 0
-    return DUCKDB_HEADERS + blocks * block_size
+def _check_length(path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    """A truncated copy opens, and fails only when a query reaches its end: compare the blocks the tables use with
+    the file's length (their metadata only, no data read). Measured while this read lock keeps writers out."""
+    block_size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                         "WHERE database_name = current_database()").fetchall()
+    last = -1
+    for schema, table in tables:
+        name = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table)).replace("'", "''")
+        try:
+            used = con.execute(f"SELECT max(block_id) FROM pragma_storage_info('{name}')").fetchone()[0]
+        except (duckdb.CatalogException, duckdb.ParserException, duckdb.BinderException):  # a name it cannot take
+            continue
+        last = max(last, used if used is not None else -1)
+    needed, size = DUCKDB_HEADERS + (last + 1) * block_size, path.stat().st_size
+    if size < needed:
+        raise StoreError(f"{path} is truncated ({size:,} bytes; its tables use {needed:,}: an interrupted copy, or a "
+                         f"full disk?): copy it again, or {REBUILD}")
 
 
 def _make_room(path: Path) -> None:

@@ -204,11 +204,13 @@ def test_the_dashboard_checks_the_store_once_per_version_of_the_file(demo_store,
     path = copy_store(demo_store, tmp_path)
     calls = []
 
+    real = pipeline_store.check_open_store
+
     def counted(*args, **kwargs):
         calls.append(args)
-        return check_store(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_store, "check_store", counted)
+    monkeypatch.setattr(pipeline_store, "check_open_store", counted)
     for page in (None, "errors.py", None):
         at = open_page(path, page, monkeypatch)
         assert not at.exception and not at.error
@@ -217,3 +219,17 @@ def test_the_dashboard_checks_the_store_once_per_version_of_the_file(demo_store,
     os.utime(path, ns=(stamp, stamp))  # as a writer's commit changes it
     open_page(path, None, monkeypatch)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["other-app", "newer", "sqlite", "corrupt-block"])
+def test_every_other_command_refuses_too(kind, hostile, tmp_path, capsys):
+    path = hostile[kind]
+    before = fingerprint(path)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump(TINY_EXPERIMENT))
+    commands = [["prepare", str(experiment)], ["evaluate", "--run", "tiny/head", "--data", str(tmp_path)],
+                ["explain", str(tmp_path / "painting.jpg"), "--run", "tiny/head"], ["upgrade"]]
+    for command in commands:
+        assert main([*command, "--store", str(path)]) == 2, command
+        assert_one_line(capsys.readouterr().err.strip().removeprefix("error: "), kind, path)
+    assert fingerprint(path) == before

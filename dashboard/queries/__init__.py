@@ -62,9 +62,15 @@ def store_problem() -> str | None:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _store_problem(path: str, fingerprint: tuple) -> str | None:
     try:
-        pipeline_store.check_store(path, wait_seconds=15.0)
+        if pipeline_store.check_file(path):  # before DuckDB opens it
+            READER.run(path, lambda cur: pipeline_store.check_open_store(path, cur), file_version(Path(path)))
     except pipeline_store.StoreError as exc:
         return str(exc)
+    except duckdb.Error as exc:  # a damaged block the check read
+        failure = pipeline_store.store_failure(path, exc)
+        if failure is None:
+            raise
+        return str(failure)
     return None
 
 
