@@ -125,11 +125,11 @@ def variants(f: dict) -> list[Variant]:
     from dashboard.queries import embedding as qe
     from dashboard.queries import gallery as qg
     from dashboard.queries import inspector as qi
-    from dashboard.queries import outdated_schema, store_path
     from dashboard.queries import runs as qr
     from dashboard.queries import sql_console as qs
+    from dashboard.queries import store_path, store_problem
 
-    router: list[Step] = [("Home: outdated_schema", outdated_schema)]
+    router: list[Step] = [("Home: store_problem", store_problem)]
 
     def overview() -> list[Step]:
         return router + [("runs", qr.runs), ("datasets", qr.datasets), ("skipped_summary", qr.skipped_summary)]

@@ -74,19 +74,19 @@ def adopt_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.experiment import run_experiment
-
     exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
     check_store(exp.store, writing=True, adopt=args.adopt_store)
+    from pipeline.experiment import run_experiment  # torch and Lightning: only once the config and store are known good
+
     run_experiment(exp, only=getattr(args, "only", None), force=getattr(args, "force", False), progress=not args.quiet)
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from pipeline.experiment import prepare_data
-
     exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
     check_store(exp.store, writing=True, adopt=args.adopt_store)
+    from pipeline.experiment import prepare_data  # torch and Lightning: only once the config and store are known good
+
     data = prepare_data(exp, progress=not args.quiet)
     print(data.images.groupby(["split", "period"]).size().unstack(0).fillna(0).astype(int).to_string())
     if len(data.skipped):
