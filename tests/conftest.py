@@ -113,3 +113,15 @@ def open_dashboard(store: Path, monkeypatch, page: str | None = None, timeout: i
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def painting(width: int, height: int, seed: int):
+    """A smooth generated picture with blocky noise, so resizing differences stay small but visible."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 90 + 128
+    noise = rng.normal(0, 12, (height // 8 + 1, width // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:height, :width]
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))

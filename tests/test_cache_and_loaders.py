@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.config import DataConfig
 from pipeline.data.cache import load_or_build
@@ -17,15 +16,7 @@ from pipeline.data.images import decode_square, open_rgb
 from pipeline.data.loaders import CachedImages, make_loader
 from pipeline.data.prepare import prepare
 from pipeline.data.transforms import BatchTransform, reference_transform
-
-
-def painting(width: int, height: int, seed: int) -> Image.Image:
-    """A smooth picture with some detail, so resizing differences stay small but visible."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 90 + 128
-    noise = rng.normal(0, 12, (height // 8 + 1, width // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:height, :width]
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+from tests.conftest import painting
 
 
 @pytest.fixture

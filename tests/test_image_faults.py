@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from pipeline.data.images import BadImage, decode_square, open_rgb, pad_resize, shrink, square_pad, to_rgb
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, painting
 
 CAP_MB = 1536  # the old code needed 2.7 GB for a 30000x10 JPEG, 12.9 GB for a 65535x1 PNG
 PROBE = r"""
@@ -55,14 +55,6 @@ def decode_capped(path: Path) -> dict:
         result["pixels"] = np.load(out)
     return result
 
-
-def painting(width: int, height: int, seed: int) -> Image.Image:
-    """A smooth picture with blocky noise (as in test_cache_and_loaders, which would load torch in children)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 90 + 128
-    noise = rng.normal(0, 12, (height // 8 + 1, width // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:height, :width]
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
 def write_strip(path: Path, size: tuple[int, int], mode: str = "L") -> Path:
