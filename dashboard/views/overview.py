@@ -28,8 +28,9 @@ c1, c2, c3, c4 = st.columns(4)
 evaluations = int(table["evaluation_of"].notna().sum())  # a trained run scored on another collection
 c1.metric("Runs", len(table) - evaluations, delta=f"+{evaluations} evaluations" if evaluations else None,
           delta_color="off")
-c2.metric("Images", f"{int(data['n_images'].sum()):,}")
-c3.metric("Skipped images", f"{int(data['n_skipped'].sum()):,}")
+latest = data.drop_duplicates("name")  # newest version of each dataset: versions share most of their images
+c2.metric("Images", f"{int(latest['n_images'].sum()):,}", help="in the newest version of each dataset")
+c3.metric("Skipped images", f"{int(latest['n_skipped'].sum()):,}", help="in the newest version of each dataset")
 c4.metric("Store size", f"{store_path().stat().st_size / 2**20:.1f} MB")
 
 st.subheader("Runs")
@@ -61,8 +62,11 @@ fig = px.bar(long, x="run_id", y="value", color="metric", barmode="group", range
 st.plotly_chart(fig, width="stretch")
 
 st.subheader("Data")
-st.dataframe(data[["name", "source", "synthetic", "n_images", "n_skipped", "n_duplicate_groups",
-                   "n_conflicting_duplicates", "path"]], hide_index=True)
+st.dataframe(data[["name", "dataset_id", "created_at", "source", "synthetic", "n_images", "n_skipped",
+                   "n_duplicate_groups", "n_conflicting_duplicates", "path"]], hide_index=True,
+             column_config={"dataset_id": st.column_config.TextColumn(
+                 "version", help="named by its content: a folder that changed is a new version; runs keep theirs"),
+                 "created_at": st.column_config.DatetimeColumn("prepared")})
 skips = skipped_summary()
 if not skips.empty:
     st.caption("Skipped images by reason (recorded during preparation; see the SQL page for each file)")
