@@ -38,6 +38,11 @@ def _escape_line(row: str) -> str:
     return row
 
 
+def similarity(value: float, digits: int = 2) -> str:
+    """A cosine similarity for a caption; '–' where it is undefined (an all-zero embedding has no direction)."""
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
 def require_runs() -> pd.DataFrame:
     """The store's complete runs; a page with none says how to make some and stops."""
     table = runs()

@@ -84,8 +84,9 @@ def neighbours(run_id: str, image_id: str, k: int = 8) -> pd.DataFrame:
         """WITH target AS (SELECT vector FROM embeddings WHERE run_id = ? AND image_id = ? LIMIT 1),
                 ranked AS (
                     SELECT e.image_id,
-                           CASE WHEN e.image_id = ? THEN 1.0
-                                ELSE list_cosine_similarity(e.vector, t.vector) END AS similarity
+                           CASE WHEN e.image_id = ? THEN 1.0  -- an all-zero vector has no direction: NULL, last
+                                ELSE nullif(list_cosine_similarity(e.vector, t.vector), 'nan'::FLOAT) END
+                               AS similarity
                     FROM embeddings e, target t WHERE e.run_id = ?
                     ORDER BY e.image_id = ? DESC, similarity DESC NULLS LAST, e.image_id LIMIT ?)
            SELECT n.image_id, n.similarity, i.split, i.period, i.artist, i.title, i.date,

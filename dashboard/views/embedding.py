@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import embedding as q
 from dashboard.queries.runs import labels
-from dashboard.ui import md_escape, require_runs
+from dashboard.ui import md_escape, require_runs, similarity
 
 COLOURS = {
     "period": ("true_label", "true period"),
@@ -97,8 +97,8 @@ def show_neighbours(run_id: str, image_id: str, k: int = 8) -> None:
     cols = st.columns(len(near))
     for col, row in zip(cols, near.itertuples(), strict=False):
         col.image(bytes(row.thumbnail), width="stretch",
-                  caption=f"{md_escape(row.image_id)}\ncos {row.similarity:.3f}\n{md_escape(row.true_label)} → "
-                          f"{md_escape(row.pred_label)}")
+                  caption=f"{md_escape(row.image_id)}\ncos {similarity(row.similarity, 3)}\n"
+                          f"{md_escape(row.true_label)} → {md_escape(row.pred_label)}")
     st.caption("Cosine similarity of the run's embedding vectors (before the 2-D projection); the image itself first.")
 
 

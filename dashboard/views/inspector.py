@@ -13,7 +13,7 @@ from dashboard import state
 from dashboard.queries import inspector as q
 from dashboard.queries.annotations import annotations_for
 from dashboard.queries.embedding import neighbours
-from dashboard.ui import md_escape, require_runs
+from dashboard.ui import md_escape, require_runs, similarity
 from pipeline.heatmaps import decode_map, overlay
 
 st.title("Inspector")
@@ -90,7 +90,7 @@ else:
     cols = st.columns(len(near))
     for col, n in zip(cols, near.itertuples(), strict=True):  # one query brought the neighbours' thumbnails too
         col.image(bytes(n.thumbnail), width="stretch")
-        col.markdown(f"{md_escape(n.period)} · {n.similarity:.2f}  \n[inspect](inspector?"
+        col.markdown(f"{md_escape(n.period)} · {similarity(n.similarity)}  \n[inspect](inspector?"
                      f"{urlencode({'run': run_id, 'image': n.image_id})})")
 
 st.subheader("Annotations")
