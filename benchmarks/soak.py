@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update"]
-PAGES = ("overview", "errors?outcome=all", "compare", "inspector", "embedding", "curves", "sql", "annotations")
+PAGES = ("", "errors?outcome=all", "compare", "inspector", "embedding", "curves", "sql", "annotations")
 # Two small experiments on the demo collection (one dataset), so each writer replaces its own runs.
 WRITERS = {
     "soak-a": [{"name": "head", "strategy": "head", "epochs": 1}],
