@@ -24,6 +24,7 @@ from pipeline.config import ConfigError, DataConfig
 from pipeline.data import demo
 from pipeline.data.cache import load_or_build
 from pipeline.data.dedup import content_hash, deduplicate
+from pipeline.data.images import file_problem
 from pipeline.data.sources import load_source, skip
 from pipeline.data.splits import assign_splits
 
@@ -180,15 +181,11 @@ def _hash_all(paths: list[str]) -> tuple[list[str | None], list[str | None]]:
 
 
 def _hash_one(path: str) -> tuple[str | None, str | None]:
-    p = Path(path)
+    problem = file_problem(path)  # missing, a symlink loop, a directory, empty: named as the decoder names them
+    if problem:
+        return None, problem
     try:
-        if not p.exists():
-            return None, "file not found"
-        if not p.is_file():
-            return None, "not a file"
-        if p.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-        return content_hash(p), None
+        return content_hash(Path(path)), None
     except OSError as exc:
         return None, f"unreadable file: {exc.strerror or exc}"
 
