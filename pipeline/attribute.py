@@ -9,8 +9,10 @@ guided rule at every call, and take Captum's Saliency of that copy.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,7 +86,7 @@ class Attributor:
     def __init__(self, model: PeriodClassifier, cfg: AttributionConfig, mean, std) -> None:
         self.cfg = cfg
         self.forward = PeriodLogits(model).eval()
-        self.guided, self.guided_count = guided_copy(self.forward)
+        self.guided, _ = guided_copy(self.forward)
         self.cam_layer = model.backbone.cam_layer
         self.black = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1)  # a black image, normalised
 
@@ -206,6 +208,26 @@ def _inputs(transform: nn.Module, pixels: np.ndarray, rows: np.ndarray, device: 
     return transform(batch, train=False)
 
 
+def flushes_denormals() -> bool:
+    """Whether this thread flushes denormal floats to zero (torch can set the mode but has no getter)."""
+    return float(torch.tensor([1e-39]) * 2.0) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Denormals flushed to zero inside, the caller's mode restored after.
+
+    A randomised network's activations decay into denormal floats, which are ~100x slower on CPUs; training
+    and the next run must not inherit the mode.
+    """
+    before = flushes_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def randomised_twin(model: PeriodClassifier, backbone: str, seed: int = 0) -> PeriodClassifier:
     """The same architecture with every weight re-initialised (Adebayo et al.'s model randomisation)."""
     torch.manual_seed(seed)
@@ -226,22 +248,16 @@ def randomisation_check(
     columns = ["run_id", "method", "n_images", "spearman_mean", "spearman_std", "top_overlap_mean"]
     if sample.empty:
         return pd.DataFrame(columns=columns)
-    # A randomised network's activations decay into denormal floats, which are ~100x slower on CPUs.
-    torch.set_flush_denormal(True)
     twin = Attributor(randomised_twin(model, backbone), cfg, model.backbone.mean, model.backbone.std)
     x = _inputs(transform, pixels, images["cache_index"].to_numpy()[sample["row"].to_numpy()], device)
     target = torch.as_tensor(sample["target"].to_numpy(), device=device)
-    trained, _ = attributor.maps(x, target)
-    random, _ = twin.maps(x, target)
+    with flush_denormal():
+        trained, _ = attributor.maps(x, target)
+        random, _ = twin.maps(x, target)
     rows = []
     for method in cfg.methods:
         rho = [spearman(a.numpy(), b.numpy()) for a, b in zip(trained[method], random[method], strict=True)]
         iou = [top_overlap(a.numpy(), b.numpy()) for a, b in zip(trained[method], random[method], strict=True)]
         rows.append((run_id, method, len(rho), float(np.mean(rho)), float(np.std(rho)), float(np.mean(iou))))
     return pd.DataFrame(rows, columns=columns)
-
-
-def plain_gradient(model: PeriodClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Vanilla input gradient (for comparison with Guided Backprop)."""
-    return Saliency(PeriodLogits(model).eval()).attribute(x, target=target, abs=False)
 

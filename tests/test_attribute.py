@@ -6,15 +6,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum.attr import GuidedBackprop
+from captum.attr import GuidedBackprop, Saliency
 
-from pipeline.attribute import Attributor, GuidedActivation, guided_copy, plain_gradient
+from pipeline.attribute import (
+    Attributor,
+    GuidedActivation,
+    PeriodLogits,
+    flush_denormal,
+    flushes_denormals,
+    guided_copy,
+)
 from pipeline.config import AttributionConfig
 from pipeline.heatmaps import decode_map, encode_map, spearman, top_overlap
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 
 FAMILIES = ["resnet18", "efficientnet_lite0"]
+
+
+def plain_gradient(model: PeriodClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Vanilla input gradient (for comparison with Guided Backprop)."""
+    return Saliency(PeriodLogits(model).eval()).attribute(x, target=target, abs=False)
 
 
 def model_for(name: str, classes: int = 5) -> PeriodClassifier:
@@ -63,6 +75,20 @@ def test_guided_backprop_overrides_every_activation(name):
     gb = Attributor(model, cfg, model.backbone.mean, model.backbone.std).maps(x, target)[0]["guided_backprop"]
     plain = plain_gradient(model, x, target).abs().sum(1)
     assert not torch.allclose(gb, plain, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_flush_denormal_is_scoped(mode):
+    """The sanity check flushes denormals for speed; the caller's mode (training, the next run) comes back."""
+    if not torch.set_flush_denormal(mode):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert flushes_denormals() is mode
+        with flush_denormal():
+            assert flushes_denormals()
+        assert flushes_denormals() is mode
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_captum_guided_backprop_is_silently_plain_on_relu6():
