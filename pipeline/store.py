@@ -396,13 +396,6 @@ def float_lists(matrix: np.ndarray) -> pa.Array:
 # ---------------------------------------------------------------- datasets
 
 
-def dataset_exists(path: str | Path, dataset_id: str) -> bool:
-    if not Path(path).exists():
-        return False
-    with connect(path, read_only=True) as con:
-        return bool(con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()[0])
-
-
 def write_dataset(path: str | Path, data) -> list[str]:
     """Store one prepared dataset version (metadata, splits, thumbnails, skips) in one transaction.
 

@@ -95,7 +95,3 @@ def failure_message(exc: Exception) -> str | None:
         return None if failure is None else str(failure)
     return None
 
-
-def has_table(name: str) -> bool:
-    df = query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ?", (name,))
-    return bool(len(df) and df["n"].iloc[0])
