@@ -167,7 +167,6 @@ class Experiment:
     attributions: AttributionConfig = field(default_factory=AttributionConfig)
     store: str = str(DEFAULT_STORE)
     artifacts_dir: str = str(REPO_ROOT / "artifacts")
-    source_file: str | None = None
 
     def run_id(self, run: RunConfig) -> str:
         return f"{self.name}/{run.name}"
@@ -565,7 +564,6 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
         runs=runs,
         attributions=AttributionConfig(**attributions),
         store=store or _expand(raw.get("store")) or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE),
-        source_file=str(path),
     )
 
 
@@ -741,14 +739,23 @@ def detect_source(path: str) -> str:
     raise ConfigError(f"data path {p} is neither a directory nor a manifest .csv")
 
 
+_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::-([^}]*))?\}|(\w+))")
+
+
 def _expand(value: str | None) -> str | None:
-    """`${VAR:-default}` and `~` expansion, so configs can name $PAINTINGS_SHARED."""
+    """`$VAR`, `${VAR}`, `${VAR:-default}` and `~`, so configs can name $PAINTINGS_SHARED (default ../shared/datasets).
+
+    Reads the environment and never writes it. An unset variable without a default stays as written, so the
+    caller can name it in its error.
+    """
     if not value:
         return value
-    if "${PAINTINGS_SHARED}" in value or "$PAINTINGS_SHARED" in value:
-        os.environ.setdefault("PAINTINGS_SHARED", str(DEFAULT_SHARED))
-    return os.path.expanduser(os.path.expandvars(value))
 
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1) or match.group(3), match.group(2)
+        if default is not None:
+            return os.environ.get(name) or default
+        fallback = str(DEFAULT_SHARED) if name == "PAINTINGS_SHARED" else match.group(0)
+        return os.environ.get(name, fallback)
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    return os.path.expanduser(_VARIABLE.sub(substitute, value))

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 
 import pytest
 import yaml
 
 from pipeline.config import (
+    DEFAULT_SHARED,
     REPO_ROOT,
     AttributionConfig,
     ConfigError,
     DataConfig,
     RunConfig,
     SplitConfig,
+    _expand,
     load_experiment,
     rules,
 )
@@ -131,3 +134,16 @@ def test_a_default_is_blamed_where_it_is_written(tmp_path):
         load_experiment(write(tmp_path, spec))
     assert err.value.problems == [f"{tmp_path / 'exp.yaml'}: defaults.freeze_until: freeze_until only applies to "
                                   "strategy 'partial', not 'head'"]
+
+
+def test_expand_reads_the_environment_and_never_writes_it(monkeypatch):
+    for name in ("PAINTINGS_SHARED", "PE_UNSET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PE_SET", "/x")
+    before = dict(os.environ)
+    assert _expand("${PAINTINGS_SHARED}/w") == f"{DEFAULT_SHARED}/w" == _expand("$PAINTINGS_SHARED/w")
+    assert _expand("$PE_SET/a") == "/x/a" and _expand("${PE_SET:-/y}") == "/x"
+    assert _expand("${PE_UNSET:-/y}/b") == "/y/b"
+    assert _expand("${PE_UNSET}/c") == "${PE_UNSET}/c"  # left for the caller to name
+    assert _expand("~/d") == os.path.expanduser("~/d")
+    assert dict(os.environ) == before

@@ -166,7 +166,7 @@ def test_a_single_period_is_refused_before_training(tmp_path: Path, capsys) -> N
     assert store.list_runs(exp.store).empty
     assert not (Path(exp.artifacts_dir) / "runs").exists()
 
-    code = main(["run", exp.source_file, "--store", exp.store, "--quiet"])
+    code = main(["run", str(tmp_path / "experiment.yaml"), "--store", exp.store, "--quiet"])
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err_lines) == 1 and "fewer than 2 periods" in err_lines[0]
 
