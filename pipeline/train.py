@@ -16,12 +16,14 @@ shards of them. The LR finder is single-process only (refused with several proce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,9 +45,19 @@ from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import apply_strategy, unfreeze_all
 from pipeline.models.lightning import IGNORE, ClassifierModule
 
-# Frozen blocks are kept in eval mode on purpose (BatchNorm statistics stay frozen too).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+@contextlib.contextmanager
+def lightning_quiet() -> Iterator[None]:
+    """Silence two Lightning warnings about what we do on purpose, inside our own fits only.
+
+    Frozen blocks are kept in eval mode (BatchNorm statistics stay frozen too), and loaders over the
+    in-memory cache need no workers. The filters are restored after, so callers keep their own.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        yield
+
 
 # Between two distributed runs the other ranks wait in the next run's first collective while rank 0 evaluates,
 # attributes and stores the previous run, so the process group waits longer than torch's 30-minute default.
@@ -266,7 +278,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         best.offset = len(history)
         callbacks = [EarlyStopping("val_acc", mode="max", patience=run.patience), best, recorder, ShardReport()]
         trainer = make_trainer(run, device, from_features, stage.epochs, callbacks, progress)
-        trainer.fit(module, *loaders)
+        with lightning_quiet():
+            trainer.fit(module, *loaders)
         world_size, rank = trainer.world_size, trainer.global_rank
         _LAUNCHED.extend(p for p in getattr(trainer.strategy.launcher, "procs", []) if p not in _LAUNCHED)
         history += recorder.rows
@@ -379,10 +392,11 @@ def find_lr(
         if trainer.world_size > 1:
             raise ConfigError(f"run {run.name!r}: lr_finder runs in a single process only; this run would use "
                               f"{trainer.world_size} (devices x num_nodes); set lr: and drop lr_finder")
-        finder = Tuner(trainer).lr_find(
-            module, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
-            min_lr=1e-6, max_lr=1.0, num_training=steps, early_stop_threshold=None, update_attr=False,
-        )
+        with lightning_quiet():
+            finder = Tuner(trainer).lr_find(
+                module, train_dataloaders=loaders[0], val_dataloaders=loaders[1],
+                min_lr=1e-6, max_lr=1.0, num_training=steps, early_stop_threshold=None, update_attr=False,
+            )
     suggestion = finder.suggestion() if finder is not None else None
     if suggestion:
         notes.append(f"LR finder suggested {suggestion:.2e}")

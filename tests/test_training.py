@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,17 @@ def test_lr_finder_sets_the_learning_rate(tiny_data):
     assert result.lr != 0.123 and 1e-6 <= result.lr <= 1.0
     assert any("LR finder" in note for note in result.notes)
     assert result.epochs["lr"].iloc[0] == pytest.approx(result.lr)
+
+
+def test_lightning_warnings_are_silenced_inside_our_fits_only(tiny_data):
+    """Frozen blocks in eval mode are on purpose (Lightning warns of them); the caller keeps its own filters."""
+    run = RunConfig(name="quiet", strategy="head", epochs=1, lr=0.01, batch_size=64)  # the features leave it in eval
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        train(run, tiny_data, progress=False)
+        assert warnings.filters == before
+    assert not [w for w in caught if "eval mode" in str(w.message) or "many workers" in str(w.message)]
 
 
 def test_early_stopping_stops_before_max_epochs(tiny_data):
