@@ -2,10 +2,11 @@
 
 `reference_transform` is the per-image PIL pipeline of the reference experiment (SquarePad →
 Resize → CenterCrop → ToTensor → Normalize, with the pad and resize done as one `SquareResize`,
-which resizes before it pads so a strip never costs its longer side squared); it serves single
-new images. Training reads
-images that the cache already padded and resized, so `BatchTransform` only crops, flips and
-normalises whole batches, on whatever device they are on.
+which resizes before it pads so a strip never costs its longer side squared). No run predicts with
+it: it is the yardstick that tests hold `BatchTransform` to and the "old way" that
+benchmarks/input_pipeline.py times. Every image a model sees, in training, evaluation, `explain` and
+the Upload page, is padded and resized by `images.decode_square` (the cache's decoder), and
+`BatchTransform` then crops, flips and normalises whole batches, on whatever device they are on.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class SquareResize:
 def reference_transform(
     resize: int = 256, crop: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> T.Compose:
-    """PIL RGB image → normalised (3, crop, crop) tensor, as the reference did it (pad, resize, crop)."""
+    """PIL RGB image → normalised (3, crop, crop) tensor, as the reference did it (pad, resize, crop).
+
+    The yardstick for `BatchTransform` over `decode_square`'s squares; runs do not call it.
+    """
     return T.Compose([SquareResize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(mean, std)])
 
 
