@@ -16,8 +16,6 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 from benchmarks import common
 
 BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale")
@@ -38,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
     summary: list[dict] = []
     for name in args.only or BENCHMARKS:
         print(f"## {name}\n", flush=True)
-        torch.set_flush_denormal(False)  # a fresh process's default (attribute_run turns it on and leaves it on)
         first_table = len(common.TABLES)
         load_before = common.load()
         t0 = time.perf_counter()
