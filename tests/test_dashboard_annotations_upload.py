@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +18,8 @@ from dashboard.views.upload import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
 from tests.conftest import TINY_EXPERIMENT, copy_store, make_experiment, open_dashboard, sql
+
+pytestmark = pytest.mark.slow  # every test reads a store built by a session fixture (a run trained)
 
 RUN = "tiny/head"
 # the data spec of the `store_without_attributions` fixture (so the same dataset), one quick run
@@ -79,14 +79,21 @@ def test_invalid_annotations_are_refused_and_write_nothing(writable):
     assert sql(writable, "SELECT count(*) FROM annotations")[0][0] == 0
 
 
-def test_saving_waits_for_a_reader_in_this_process(writable):
+def test_saving_waits_for_a_reader_in_this_process(writable, monkeypatch):
     """Another session's read-only connection (same process, so DuckDB refuses a writer outright) is waited out."""
     dataset_id, image_id, _ = an_image(writable)
     reader = duckdb.connect(str(writable), read_only=True)
-    threading.Timer(0.5, reader.close).start()
-    t0 = time.perf_counter()
+    is_lock_error, refused = q.pipeline_store._is_lock_error, []
+
+    def close_the_reader_once_refused(exc):  # the writer was turned away while the reader was open: it leaves now
+        if not refused:
+            refused.append(exc)
+            reader.close()
+        return is_lock_error(exc)
+
+    monkeypatch.setattr(q.pipeline_store, "_is_lock_error", close_the_reader_once_refused)
     q.save_annotation(dataset_id, image_id, RUN, "model right", "", "Ada", path=writable)
-    assert time.perf_counter() - t0 >= 0.4
+    assert refused  # it really was refused while the reader was open, and waited it out
     assert sql(writable, "SELECT verdict FROM annotations") == [("model right",)]
 
 
