@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= configs/demo.yaml
 DATA ?=
 
-.PHONY: artifacts test lint bench soak dashboard clean
+.PHONY: artifacts test test-fast lint screenshots bench soak dashboard clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +15,15 @@ $(VENV)/.installed: requirements.txt
 artifacts: $(VENV)/.installed  ## train, evaluate and store every run of EXPERIMENT (default: the demo)
 	$(PY) -m pipeline artifacts $(EXPERIMENT) $(if $(DATA),--data $(DATA))
 
-test: $(VENV)/.installed  ## the whole test suite (CPU only)
-	$(PY) -m pytest -q
+test: $(VENV)/.installed  ## the whole test suite (CPU only), then its 15 slowest tests
+	$(PY) -m pytest -q --durations=15
+
+test-fast: $(VENV)/.installed  ## the inner loop (under a minute): no slow, browser or ddp tests
+	$(PY) -m pytest -q -m "not slow and not browser and not ddp"
+
+screenshots: $(VENV)/.installed  ## the README's docs/*.png: the browser test over STORE (default: what `make artifacts` wrote)
+	PERIODEYE_SCREENSHOT_STORE=$(abspath $(or $(STORE),artifacts/periodeye.duckdb)) PERIODEYE_SCREENSHOTS=$(CURDIR)/docs \
+		$(PY) -m pytest -q -m browser tests/test_browser.py
 
 dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote
 	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --browser.gatherUsageStats false
@@ -27,7 +34,7 @@ bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); FULL=1: GPU-size
 soak: $(VENV)/.installed  ## the dashboard in 3 real browsers while 2 pipeline writers run (not in CI); MINUTES=5
 	$(PY) -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES))
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed  ## ruff over everything (.ci/run runs it before the tests)
 	$(PY) -m ruff check .
 
 clean:

@@ -35,6 +35,7 @@ def model_for(name: str, classes: int = 5) -> PeriodClassifier:
     return PeriodClassifier(backbone, {"period": classes}).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("baseline", ["black", "blur"])
 def test_every_method_gives_finite_maps_of_the_input_size(name, baseline):
@@ -52,6 +53,7 @@ def test_every_method_gives_finite_maps_of_the_input_size(name, baseline):
         assert seconds[method] >= 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_guided_backprop_overrides_every_activation(name):
     model = model_for(name)
@@ -91,6 +93,7 @@ def test_flush_denormal_is_scoped(mode):
         torch.set_flush_denormal(False)
 
 
+@pytest.mark.slow
 def test_captum_guided_backprop_is_silently_plain_on_relu6():
     """Why we build our own: Captum's GuidedBackprop only hooks nn.ReLU (DESIGN.md)."""
     model = model_for("efficientnet_lite0")
@@ -120,6 +123,7 @@ def planted_images(n: int, rng: np.random.Generator, size: int = 128) -> tuple[t
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+@pytest.mark.slow
 def test_grad_cam_puts_its_mass_on_a_planted_patch():
     """A pretrained backbone with a head trained on the planted set: Grad-CAM must find the corner."""
     torch.manual_seed(0)

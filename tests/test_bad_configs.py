@@ -190,6 +190,7 @@ def test_every_problem_at_once_one_line_each(tmp_path, capsys):
 CLI_CASES = [c for c in CASES if c[0] in ("epochs-text", "python-object-tag", "nul-in-run-name")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("content", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_the_real_command_says_one_line(tmp_path, content, expected):
     folder = tmp_path / "work"

@@ -2,7 +2,8 @@
 
 Starts `streamlit run dashboard/Home.py` on 127.0.0.1 over a real store, opens Overview and
 Errors, changes a filter, checks that thumbnails render, and saves screenshots under
-tests/screenshots/ (git-ignored). Everything it starts, it stops.
+artifacts/screenshots/ (git-ignored), or $PERIODEYE_SCREENSHOTS: `make screenshots` writes the README's
+docs/*.png from the store `make artifacts` wrote. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO_ROOT / "tests" / "screenshots"
+SHOTS = Path(os.environ.get("PERIODEYE_SCREENSHOTS") or REPO_ROOT / "artifacts" / "screenshots")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update"]
 

@@ -28,6 +28,8 @@ from pipeline.explain import explain_image, load_run
 from tests.conftest import REPO_ROOT, make_experiment, sql
 from tests.test_dataset_versions import folder, spec
 
+pytestmark = pytest.mark.slow  # every test trains a run and kills or damages it
+
 RUN_ID = "versions/head"
 
 DRIVER = '''

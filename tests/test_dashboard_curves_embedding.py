@@ -15,6 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import open_dashboard, sql
 
+pytestmark = pytest.mark.slow  # every test reads the demo store (a session fixture that trains 5 runs)
+
 HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
 
 

@@ -15,6 +15,8 @@ from dashboard.queries import sql_console
 from dashboard.queries.sql_console import run_query
 from tests.conftest import open_dashboard
 
+pytestmark = pytest.mark.slow  # every test reads a store built by a session fixture (a run trained)
+
 TABLES = ("runs", "predictions", "images", "annotations", "datasets")
 
 

@@ -218,6 +218,7 @@ def test_parse_date() -> None:
     assert parse_date("oil on canvas, 1500") is None
 
 
+@pytest.mark.slow
 def test_demo_is_deterministic_with_five_periods_of_three_artists(tmp_path: Path) -> None:
     first = demo.generate_demo(tmp_path / "one")
     second = demo.generate_demo(tmp_path / "two")

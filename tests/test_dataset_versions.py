@@ -87,6 +87,7 @@ def annotate(path: str, dataset_id: str, image_id: str) -> None:
                     [dataset_id, image_id])
 
 
+@pytest.mark.slow
 def test_a_changed_folder_is_a_new_version_and_stored_runs_keep_theirs(tmp_path: Path) -> None:
     root = folder(tmp_path / "paintings")
     exp = make_experiment(tmp_path, spec(root))
@@ -127,6 +128,7 @@ def test_a_changed_folder_is_a_new_version_and_stored_runs_keep_theirs(tmp_path:
     assert {d for (d,) in sql(Path(exp.store), "SELECT DISTINCT dataset_id FROM images")} == kept
 
 
+@pytest.mark.slow
 def test_a_store_from_before_versions_keeps_its_runs(tmp_path: Path) -> None:
     """A dataset stored under its old id (the config's key alone) with the same content is adopted, not copied:
     its runs stay complete and are not trained again."""

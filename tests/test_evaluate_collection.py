@@ -17,6 +17,8 @@ import pytest
 from pipeline.__main__ import main
 from tests.conftest import copy_store, open_dashboard, sql
 
+pytestmark = pytest.mark.slow  # the demo store (a session fixture that trains 5 runs), then an evaluation
+
 RUN = "tiny/head"
 EVALUATION = f"{RUN}@paintings"
 # folder name in the collection -> (demo period the images come from, images)

@@ -83,6 +83,7 @@ def test_other_strategy_errors(backbone):
         apply_strategy(backbone, "head", freeze_until=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "freeze_until"), [("head", None), ("partial", 2), ("finetune", None)])
 def test_sgd_step_leaves_frozen_blocks_untouched(backbone, strategy, freeze_until):
     apply_strategy(backbone, strategy, freeze_until)
@@ -127,6 +128,7 @@ def test_sgd_step_leaves_frozen_blocks_untouched(backbone, strategy, freeze_unti
             assert torch.equal(model.embed(x), model.embed(x))
 
 
+@pytest.mark.slow
 def test_classifier_heads_and_embedding(backbone):
     model = PeriodClassifier(backbone, {"period": 6, "artist": 12}, dropout=0.5).eval()
     x = torch.randn(3, 3, 64, 64)

@@ -24,6 +24,8 @@ from pipeline.__main__ import main
 from pipeline.store import check_store
 from tests.conftest import REPO_ROOT, TINY_EXPERIMENT, copy_store
 
+pytestmark = pytest.mark.slow  # stores built from the demo store (a session fixture that trains 5 runs)
+
 PAGES = [None, "errors.py", "compare.py", "inspector.py", "embedding.py", "curves.py", "sql.py", "annotations.py",
          "upload.py"]
 # Words each kind's message must contain (what is wrong), besides the path and what to do.

@@ -17,6 +17,8 @@ import dashboard.queries.annotations as annotations
 from dashboard.queries.reader import READER, file_version
 from tests.conftest import REPO_ROOT, copy_store, sql
 
+pytestmark = pytest.mark.slow  # the demo store (a session fixture that trains 5 runs) and a writer process
+
 WRITES = 6  # the writer process: this many run copies, each followed by an annotation
 QUERIES = (
     "SELECT run_id, test_accuracy FROM runs ORDER BY run_id",

@@ -60,6 +60,7 @@ def test_random_crops_vary_in_place_and_scale():
     assert all(not torch.allclose(crops[0], c) for c in crops[1:])
 
 
+@pytest.mark.slow
 def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     """TTA changes a prediction only through its declared views: its probabilities are the mean of the model's
     probabilities on those views, each made by hand here, and a view-free run is the plain forward pass."""
@@ -86,6 +87,7 @@ def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     assert not np.allclose(plain["period"], logits["period"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_flip_augmentation_on_the_feature_cache_trains_on_both_orientations(tiny_data):
     run = RunConfig(name="f", strategy="head", epochs=2, lr=0.01, batch_size=64, hflip=True, tta=["flip"])
     result = train(run, tiny_data, progress=False)
@@ -99,6 +101,7 @@ def test_flip_augmentation_on_the_feature_cache_trains_on_both_orientations(tiny
     assert len(result.epochs) == 2 and steps_per_epoch > -(-n_train // run.batch_size)
 
 
+@pytest.mark.slow
 def test_an_ensemble_run_is_the_mean_of_its_members_probabilities(tmp_path):
     spec = {**TINY_EXPERIMENT, "attributions": {"enabled": False}, "runs": [
         {"name": "a", "strategy": "head", "epochs": 2},
@@ -129,6 +132,7 @@ def test_ensemble_members_must_be_listed_before_it(tmp_path):
         make_experiment(tmp_path, spec)
 
 
+@pytest.mark.slow
 def test_style_pooling_adds_mean_and_std_of_every_earlier_block():
     backbone = build_backbone("efficientnet_lite0", pretrained=False)
     model = PeriodClassifier(backbone, {"period": 3}, pooling="style").eval()

@@ -94,6 +94,7 @@ def wikiart(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return prepare(cfg, tmp_path_factory.mktemp("wikiart-cache"), progress=False)
 
 
+@pytest.mark.slow
 def test_wikiart_duplicates_never_straddle_splits(wikiart: PreparedData, shared_datasets: Path) -> None:
     root = shared_datasets / "wikiart-styles"
     by_hash = defaultdict(list)  # measured independently of the pipeline's dedup

@@ -73,6 +73,7 @@ def test_one_huge_value_is_refused_at_once_within_the_memory_limit(store):
     assert got["peak"] - got["base"] < 64 * MB  # the dashboard's own process does not grow
 
 
+@pytest.mark.slow
 def test_many_long_values_come_back_cut_to_the_byte_budget(store):
     got = measure(store, LONG_CELLS)
     assert got["ok"], got["error"]

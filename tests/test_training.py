@@ -15,6 +15,8 @@ from pipeline.config import DataConfig, RunConfig, SplitConfig
 from pipeline.data.prepare import prepare
 from pipeline.train import train
 
+pytestmark = pytest.mark.slow  # every test trains
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
