@@ -1,4 +1,12 @@
-"""A run's saved model file: written so that no kill leaves a stored run without a loadable checkpoint.
+"""A run's saved model: the one owner of what it holds, where it lives and how it predicts.
+
+The file holds everything needed to predict exactly as the run's evaluation did (backbone, pooling, labels per
+task, resize, crop, normalisation, test-time views); `contents` writes it, `SavedModel` reads it back, and files
+written before a key existed are read through `LEGACY`, the one place their defaults live. `SavedModel.predict`
+is the prediction function evaluation, explain, Upload and collection evaluation share. The store keeps the
+path relative to its own folder (`stored_path`/`resolve`), so a moved artifacts folder still works.
+
+Writes are such that no kill leaves a stored run without a loadable checkpoint.
 
 A run's checkpoint lives at `<run folder>/model.pt`. A new one is first written beside it as
 `model.pt.<token>.tmp` and fsynced, before the store transaction; only once the run is committed is it renamed
@@ -14,11 +22,25 @@ from __future__ import annotations
 
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
+from pipeline.config import ConfigError
+from pipeline.data.transforms import BatchTransform
+from pipeline.evaluate import predict_views, softmax
+from pipeline.models.backbones import build_backbone
+from pipeline.models.classifier import PeriodClassifier
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
+
 REQUIRED = ("backbone", "labels", "state_dict", "resize", "crop")
+# What a file written before a key existed meant by its absence (mean/std: None, the backbone's own).
+LEGACY = {"dropout": 0.0, "pooling": "avg", "tta": [], "mean": None, "std": None}
 
 
 def pending(final: Path, token: str) -> Path:
@@ -80,7 +102,96 @@ def repair(final: Path, token: str | None) -> bool:
 
 
 def load(path: Path) -> dict:
+    """The file's dict as written (`build` reads it, filling in what older files lack)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@dataclass
+class SavedModel:
+    """A run's model as its evaluation used it: network, evaluation transform and test-time views."""
+
+    backbone: str
+    model: PeriodClassifier
+    transform: BatchTransform
+    labels: dict[str, list[str]]
+    resize: int
+    crop: int
+    tta: list[str]
+    dropout: float = 0.0
+
+    def predict(self, pixels: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device,
+                progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Centre-view embeddings and logits (the mean over the run's test-time views) of cached squares."""
+        return predict_views(self.model, self.transform, pixels, rows, batch_size, device, self.tta, progress)
+
+    def probabilities(self, square: np.ndarray) -> dict[str, np.ndarray]:
+        """Per task, the probabilities of one padded+resized uint8 square, as evaluation stored them."""
+        _, logits = self.predict(square[None], np.zeros(1, dtype=np.int64), 1, torch.device("cpu"), progress=False)
+        return {task: softmax(v.astype(np.float64))[0] for task, v in logits.items()}
+
+
+def trained(run: RunConfig, labels: dict[str, list[str]], resize: int, crop: int, model: PeriodClassifier,
+            transform: BatchTransform) -> SavedModel:
+    """A just-trained run's model as its checkpoint will hold it; its evaluation predicts through it."""
+    return SavedModel(run.backbone, model, transform, labels, resize, crop, list(run.tta), run.head_dropout)
+
+
+def contents(saved: SavedModel) -> dict:
+    """What a checkpoint file holds: the weights and every setting the run's evaluation predicted with."""
+    return {"backbone": saved.backbone, "labels": saved.labels, "dropout": saved.dropout,
+            "pooling": saved.model.pooling, "tta": list(saved.tta), "resize": saved.resize, "crop": saved.crop,
+            "mean": saved.transform.mean.flatten().tolist(), "std": saved.transform.std.flatten().tolist(),
+            "state_dict": saved.model.state_dict()}
+
+
+def build(ckpt: dict) -> SavedModel:
+    """Rebuild the network and its evaluation transform from a checkpoint dict (no network access)."""
+    ckpt = {**LEGACY, **ckpt}
+    backbone = build_backbone(ckpt["backbone"], pretrained=False)
+    labels = ckpt["labels"]
+    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=ckpt["dropout"],
+                             pooling=ckpt["pooling"])
+    model.load_state_dict(ckpt["state_dict"])
+    transform = BatchTransform(ckpt["crop"], mean=ckpt["mean"] or backbone.mean, std=ckpt["std"] or backbone.std)
+    return SavedModel(ckpt["backbone"], model.eval(), transform, labels, ckpt["resize"], ckpt["crop"],
+                      list(ckpt["tta"]), ckpt["dropout"])
+
+
+def stored_path(store_path: str | Path, final: Path) -> str:
+    """The path the store keeps: relative to the store's folder, so the two can move together."""
+    return os.path.relpath(Path(final).absolute(), Path(store_path).absolute().parent)
+
+
+def resolve(store_path: str | Path, stored: str, origin: str | None = None) -> Path:
+    """The file a store's `checkpoint` names. It is relative to the store's folder (store and artifacts moved
+    together); a store copied without its artifacts finds it where it was written (`origin`, in the summary);
+    older stores kept absolute paths, or ones relative to the working directory."""
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    beside = Path(store_path).absolute().parent / path
+    for candidate in (beside, path, Path(origin) if origin else None):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return beside
+
+
+def for_run(store_path: str | Path, row: dict) -> SavedModel:
+    """The model of a stored run (its `runs` row), or ConfigError saying what is missing and how to get it back."""
+    run_id, stored, summary = row["run_id"], row.get("checkpoint"), row.get("summary") or {}
+    if not stored:
+        raise ConfigError(f"run {run_id} keeps no checkpoint (an ensemble has none), so it cannot predict new images")
+    wanted = resolve(store_path, stored, summary.get("checkpoint_origin"))
+    path = locate(wanted, summary.get("checkpoint_token"))  # also when a re-run stopped before moving it in
+    if not path.exists():
+        raise ConfigError(f"checkpoint of {run_id} not found at {path} (the store names it relative to its own "
+                          f"folder, {Path(store_path).absolute().parent}: move artifacts/ and the store together); "
+                          "re-run it with `python -m pipeline run`")
+    why = problem(path)
+    if why is not None:
+        raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
+                          "such runs again")
+    return build(load(path))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,7 +1,8 @@
 """Evaluate a stored run on another labelled collection: `python -m pipeline evaluate --run RUN --data PATH`.
 
 The collection is prepared like any dataset (its own dataset_id; split mode "none": every image is test) and
-goes through the run's own evaluation path (forward_pass in the run's test-time views, evaluate, attribute_run).
+goes through the run's own evaluation path (its saved model's predict, in the test-time views the checkpoint
+keeps; evaluate, attribute_run).
 The result is stored as a run of its own, `RUN@COLLECTION` with `evaluation_of` = RUN and the parent's
 checkpoint, so every dashboard page shows it as it shows a run's test split. Labels are matched by name,
 loosely (case, `_`, `-` and spaces alike), and stored in the run's spelling; images whose label the run does
@@ -22,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline import store
+from pipeline import checkpoint, store
 from pipeline.attribute import AttributionResult, attribute_run
 from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfig, SplitConfig, _expand, detect_source
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.evaluate import Evaluation, evaluate, pick_device, predict_views
+from pipeline.evaluate import Evaluation, evaluate, pick_device
 from pipeline.explain import LoadedRun, load_run
 from pipeline.train import label_targets
 
@@ -91,14 +92,15 @@ def load_parent(store_path: str | Path, run_id: str) -> Parent:
         raise ConfigError(f"{run_id} is itself an evaluation of {row['evaluation_of']}; evaluate that run instead")
     if not row.get("checkpoint"):
         raise ConfigError(f"run {run_id} has no checkpoint (an ensemble keeps none), so it cannot evaluate new images")
-    return Parent(row, parent_config(row), load_run(store_path, run_id))
+    return Parent(row, parent_config(store_path, row), load_run(store_path, run_id))
 
 
-def parent_config(row: dict) -> dict:
+def parent_config(store_path: str | Path, row: dict) -> dict:
     """The resolved config stored with the run (committed with it), else the config.yaml beside the checkpoint."""
     if row.get("config"):
         return row["config"]
-    path = Path(row["checkpoint"]).parent / "config.yaml"
+    path = checkpoint.resolve(store_path, row["checkpoint"], (row.get("summary") or {}).get("checkpoint_origin"))
+    path = path.parent / "config.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
@@ -147,9 +149,8 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     t0 = time.perf_counter()
     images = matched.images
     device = pick_device(parent.settings.get("accelerator", "auto"))
-    embeddings, logits = predict_views(parent.model.model, parent.model.transform, data.pixels,
-                                       images["cache_index"].to_numpy(), int(parent.settings.get("batch_size", 32)) * 2,
-                                       device, parent.settings.get("tta") or [], progress)
+    embeddings, logits = parent.model.saved.predict(data.pixels, images["cache_index"].to_numpy(),
+                                                    int(parent.settings.get("batch_size", 32)) * 2, device, progress)
     targets = label_targets(images, labels)
     ev = evaluate(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
                   parent.settings.get("seed", 0))
@@ -189,7 +190,8 @@ def evaluation_row(parent: Parent, eval_id: str, data: PreparedData, matched: Ma
         "test_adjacent_error_share": h.get("adjacent_error_share"), "checkpoint": p["checkpoint"],
         "evaluation_of": p["run_id"],
         "summary": {
-            "evaluation_of": p["run_id"], "collection": data.config.path, "source": data.config.source,
+            "evaluation_of": p["run_id"], "checkpoint_origin": (p.get("summary") or {}).get("checkpoint_origin"),
+            "collection": data.config.path, "source": data.config.source,
             "n_images": len(matched.images), "n_skipped": len(data.skipped), "unknown_labels": matched.unknown,
             "seen_in_training": facts["seen_in_training"],
             "attribution_seconds": maps.seconds if maps else {}, "attribution_maps": maps.n_maps if maps else 0,

@@ -34,7 +34,7 @@ from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, check_trainable, content_digest, prepare
 from pipeline.data.transforms import tta_views
-from pipeline.evaluate import evaluate, heads_pass, mean_of_views, predict_views
+from pipeline.evaluate import evaluate, heads_pass, mean_of_views
 from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
@@ -129,7 +129,7 @@ def stored_whole(exp: Experiment, run: RunConfig, data: PreparedData, saved: tup
     A checkpoint committed but not yet moved into place (a kill right after the store commit) is moved in by
     rank 0; every process of a distributed run comes to the same answer from the same files."""
     run_id = exp.run_id(run)
-    path, token = Path(saved[0]) if saved[0] else None, saved[1]
+    path, token = checkpoint.resolve(exp.store, saved[0]) if saved[0] else None, saved[1]
     why = checkpoint.problem(path, token) if path else None
     if why is None:
         if lead:
@@ -160,7 +160,9 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         return None
 
     t0 = time.perf_counter()
-    embeddings, logits = predict(run, result, data, progress)
+    saved = checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
+                               result.transform)
+    embeddings, logits = predict(run, result, data, progress, saved)
     ev = evaluate(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
     eval_seconds = time.perf_counter() - t0
     attributions = None
@@ -172,17 +174,13 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         )
     final = run_dir(exp, run) / "model.pt"
     token = uuid.uuid4().hex[:16]
-    written = checkpoint.save(
-        {"backbone": run.backbone, "labels": result.labels, "dropout": run.head_dropout, "pooling": run.pooling,
-         "tta": run.tta, "resize": data.config.resize, "crop": data.config.crop,
-         "state_dict": result.model.state_dict()},
-        final, token,
-    )
+    written = checkpoint.save(checkpoint.contents(saved), final, token)
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": result.device, "train_seconds": result.seconds, "eval_seconds": eval_seconds,
-        "epochs": len(result.epochs), "best_epoch": result.best_epoch, "lr": result.lr, "checkpoint": str(final),
+        "epochs": len(result.epochs), "best_epoch": result.best_epoch, "lr": result.lr,
+        "checkpoint": checkpoint.stored_path(exp.store, final),
     }, result.notes, attributions)
-    summary["summary"]["checkpoint_token"] = token
+    summary["summary"].update(checkpoint_token=token, checkpoint_origin=str(final.absolute()))
     store.write_run(
         exp.store,
         store.RunRecord(run=summary, labels=result.labels, epochs=result.epochs.assign(run_id=run_id),
@@ -271,17 +269,18 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     return summary
 
 
-def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: bool
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Embeddings (of the centre view) and logits of every image; with `tta`, the logits average the views'
-    probabilities. A frozen backbone's features are reused (or computed once per view and kept)."""
+def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: bool = True,
+            saved: checkpoint.SavedModel | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Embeddings (of the centre view) and logits of every image, as the saved model predicts (its test-time
+    views averaged). A frozen backbone's features are reused (or computed once per view and kept)."""
+    saved = saved or checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
+                                        result.transform)
     rows = data.images["cache_index"].to_numpy()
     device = torch.device(result.device)
     if result.features is None:
-        return predict_views(result.model, result.transform, data.pixels, rows, run.batch_size * 2, device,
-                             run.tta, progress)
+        return saved.predict(data.pixels, rows, run.batch_size * 2, device, progress)
     per_view = []
-    for view in tta_views(run.tta):
+    for view in tta_views(saved.tta):
         features = result.view_features.get(view)
         if features is None:
             features = frozen_features(run, result.model, result.transform, data, rows, device, progress,

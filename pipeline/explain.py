@@ -1,8 +1,9 @@
 """Explain one new image with a stored run: period probabilities and every saliency map.
 
 Used by `python -m pipeline explain IMAGE --run RUN_ID` and by the dashboard's upload page.
-The image goes through exactly the evaluation path: square-pad + resize (as the cache does),
-then the run's center crop and normalisation.
+The image goes through exactly the evaluation path: square-pad + resize (as the cache does), then the
+run's own prediction (pipeline/checkpoint.py: its crop, normalisation and test-time views); the maps
+explain the centre view.
 """
 
 from __future__ import annotations
@@ -20,20 +21,36 @@ from pipeline.attribute import Attributor
 from pipeline.config import AttributionConfig, ConfigError
 from pipeline.data.images import decode_square, open_rgb
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import softmax
 from pipeline.heatmaps import overlay
-from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 
 
 @dataclass
 class LoadedRun:
+    """A stored run's saved model (pipeline/checkpoint.py), named by its run."""
+
     run_id: str
-    model: PeriodClassifier
-    transform: BatchTransform
-    labels: dict[str, list[str]]
-    resize: int
-    crop: int
+    saved: checkpoint.SavedModel
+
+    @property
+    def model(self) -> PeriodClassifier:
+        return self.saved.model
+
+    @property
+    def transform(self) -> BatchTransform:
+        return self.saved.transform
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return self.saved.labels
+
+    @property
+    def resize(self) -> int:
+        return self.saved.resize
+
+    @property
+    def crop(self) -> int:
+        return self.saved.crop
 
 
 def load_run(store_path: str | Path, run_id: str) -> LoadedRun:
@@ -45,24 +62,7 @@ def load_run(store_path: str | Path, run_id: str) -> LoadedRun:
             with store.connect(store_path, read_only=True) as con:
                 known = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         raise ConfigError(f"no run {run_id!r} in {store_path}; runs: {known}")
-    if not run.get("checkpoint"):
-        raise ConfigError(f"run {run_id} keeps no checkpoint (an ensemble has none), so it cannot explain images")
-    token = (run.get("summary") or {}).get("checkpoint_token")
-    path = checkpoint.locate(Path(run["checkpoint"]), token)  # also when a re-run stopped before moving it in
-    if not path.exists():
-        raise ConfigError(f"checkpoint of {run_id} not found at {path}; re-run it with `python -m pipeline run`")
-    why = checkpoint.problem(path)
-    if why is not None:
-        raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
-                          "such runs again")
-    ckpt = checkpoint.load(path)
-    backbone = build_backbone(ckpt["backbone"], pretrained=False)
-    labels = ckpt["labels"]
-    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=ckpt["dropout"],
-                             pooling=ckpt.get("pooling", "avg"))
-    model.load_state_dict(ckpt["state_dict"])
-    transform = BatchTransform(ckpt["crop"], mean=backbone.mean, std=backbone.std)
-    return LoadedRun(run_id, model.eval(), transform, labels, ckpt["resize"], ckpt["crop"])
+    return LoadedRun(run_id, checkpoint.for_run(store_path, run))
 
 
 @dataclass
@@ -77,9 +77,8 @@ def explain_image(run: LoadedRun, image_path: str | Path, cfg: AttributionConfig
     """Probabilities for one image and each method's map for `target` (default: the predicted period)."""
     cfg = cfg or AttributionConfig()
     pixels, _, _, _ = decode_square(image_path, run.resize)
+    probs = run.saved.probabilities(pixels)["period"]  # as evaluation stored them: the run's test-time views
     x = run.transform(torch.from_numpy(pixels)[None], train=False)
-    with torch.inference_mode():
-        probs = softmax(run.model(x)["period"].numpy().astype(np.float64))[0]
     periods = run.labels["period"]
     if target is not None and target not in periods:
         raise ConfigError(f"unknown period {target!r}; this run knows {periods}")

@@ -62,6 +62,11 @@ def stored_row(exp) -> tuple:
     return sql(Path(exp.store), "SELECT config_hash, finished_at, checkpoint, test_accuracy FROM runs")[0]
 
 
+def stored_checkpoint(exp) -> Path:
+    """The run's checkpoint file as the store names it (relative to the store's folder)."""
+    return checkpoint.resolve(exp.store, stored_row(exp)[2])
+
+
 def an_image(exp) -> Path:
     """A test image of the run, to explain."""
     (path,), = sql(Path(exp.store), "SELECT path FROM images WHERE split = 'test' ORDER BY image_id LIMIT 1")
@@ -117,7 +122,7 @@ def test_a_kill_while_the_checkpoint_is_written_leaves_the_stored_run_whole(stor
     got = explain_image(load_run(exp.store, RUN_ID), image).probabilities  # explain works, with the same model
     assert got == pytest.approx(expected)
     assert stored_row(exp) == row  # the store still holds the old run
-    assert Path(row[2]).name == "model.pt" and Path(written) != Path(row[2])  # never written in place
+    assert Path(row[2]).name == "model.pt" and Path(written) != stored_checkpoint(exp)  # never written in place
     run_experiment(exp, progress=False)  # resume: the run is complete and its checkpoint sound
     assert stored_row(exp) == row
     # the half-written file is litter beside it, never loaded; the run's next write clears it
@@ -127,7 +132,7 @@ def test_a_kill_while_the_checkpoint_is_written_leaves_the_stored_run_whole(stor
 @pytest.mark.parametrize("damage", ["truncated", "missing", "not a checkpoint"])
 def test_resume_redoes_a_run_whose_checkpoint_is_damaged(stored, damage: str, capsys) -> None:
     exp = stored
-    path = Path(stored_row(exp)[2])
+    path = stored_checkpoint(exp)
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "missing":
@@ -157,7 +162,7 @@ def test_a_rerun_stored_but_killed_before_its_checkpoint_moved_in_is_repaired(st
     """The run is committed, then the process dies before renaming its new checkpoint over model.pt: the store
     names the new file by its token, so explain loads the new one, and resume moves it into place."""
     exp = stored
-    old = torch.load(Path(stored_row(exp)[2]), map_location="cpu", weights_only=True)
+    old = torch.load(stored_checkpoint(exp), map_location="cpu", weights_only=True)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed between the store commit and the rename")
@@ -167,7 +172,7 @@ def test_a_rerun_stored_but_killed_before_its_checkpoint_moved_in_is_repaired(st
         run_experiment(exp, force=True, progress=False)
     monkeypatch.undo()
     token = stored_checkpoint_token(exp)
-    path = Path(stored_row(exp)[2])
+    path = stored_checkpoint(exp)
     assert torch.load(path, map_location="cpu", weights_only=True)["token"] == old["token"] != token
     assert load_run(exp.store, RUN_ID)  # the committed (pending) file is the one loaded
     capsys.readouterr()

@@ -1,6 +1,8 @@
 """Upload: drop in a painting, see a stored run's period probabilities and what each saliency method saw.
 
-The one page that loads a model (pipeline.explain, hence torch). The page body is `main()`,
+The one page that loads a model (pipeline.explain, hence torch). It predicts as the run's evaluation did (the
+checkpoint's own prediction, test-time views included), so a stored image shows its stored probabilities.
+The page body is `main()`,
 which Streamlit runs (it executes pages as `__main__`); tests import `explain_upload` without it.
 """
 
@@ -150,7 +152,9 @@ def main() -> None:
     except UploadError as exc:
         st.error(f"Run {md_escape(run_id)} cannot be used here: {md_escape(exc, lines=True)}")
         st.stop()
-    st.caption(f"{md_escape(run_id)}: {model.resize} px square, {model.crop} px crop, periods "
+    views = f"probabilities averaged over its test-time views ({', '.join(model.saved.tta)}), as evaluated; " \
+        if model.saved.tta else ""
+    st.caption(f"{md_escape(run_id)}: {model.resize} px square, {model.crop} px crop, {md_escape(views)}periods "
                f"{md_escape(', '.join(model.labels['period']))}")
     upload = st.file_uploader("A painting", type=IMAGE_TYPES, help="Decoded exactly as the pipeline decodes images.")
     if upload is None:
