@@ -25,8 +25,6 @@ from pipeline.models.classifier import PeriodClassifier
 from tests.conftest import make_experiment, sql
 from tests.test_dataset_versions import folder, spec
 
-pytestmark = pytest.mark.slow  # a TTA run trained for the module
-
 RUN_ID = "versions/tta"
 
 
@@ -49,6 +47,7 @@ def stored_test_predictions(store: Path) -> list[tuple[str, list[float]]]:
                [RUN_ID])
 
 
+@pytest.mark.slow  # trains a run
 def test_explain_gives_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> None:
     run = load_run(tta_run, RUN_ID)
     assert run.saved.tta == ["flip", "crops"]
@@ -59,6 +58,7 @@ def test_explain_gives_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> N
         np.testing.assert_allclose(got, stored, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # trains a run
 def test_the_store_names_the_checkpoint_relative_to_its_folder(tta_run: Path, tmp_path: Path) -> None:
     """Moving the store and its artifacts together keeps the run explainable, from the moved files."""
     (stored,), = sql(tta_run, "SELECT checkpoint FROM runs WHERE run_id = ?", [RUN_ID])
@@ -70,6 +70,7 @@ def test_the_store_names_the_checkpoint_relative_to_its_folder(tta_run: Path, tm
     assert load_run(moved / tta_run.name, RUN_ID).saved.tta == ["flip", "crops"]
 
 
+@pytest.mark.slow  # trains a run
 def test_a_missing_checkpoint_says_where_it_was_looked_for(tta_run: Path, tmp_path: Path) -> None:
     """A store copied without its artifacts, and with no note of where the file was written."""
     copy = shutil.copy(tta_run, tmp_path / tta_run.name)
@@ -79,6 +80,7 @@ def test_a_missing_checkpoint_says_where_it_was_looked_for(tta_run: Path, tmp_pa
         load_run(copy, RUN_ID)
 
 
+@pytest.mark.slow  # trains a run
 def test_upload_shows_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> None:
     from dashboard.views.upload import explain_upload
 
@@ -104,6 +106,7 @@ def test_a_checkpoint_written_before_its_evaluation_settings_were_kept_still_loa
     np.testing.assert_allclose(saved.probabilities(square)["period"], centre.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow  # trains a run
 def test_a_saved_model_round_trips_through_its_file(tta_run: Path) -> None:
     """contents() writes every setting build() reads: the rebuilt model predicts identically."""
     saved = load_run(tta_run, RUN_ID).saved
