@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import duckdb
 import pandas as pd
@@ -22,6 +24,7 @@ def gallery_count(at: AppTest) -> int:
     return int(at.subheader[0].value.split()[0].replace(",", ""))
 
 
+@pytest.mark.slow
 def test_overview_lists_every_run(monkeypatch, demo_store):
     at = app(monkeypatch, demo_store)
     assert at.metric[0].value == "5"
@@ -36,6 +39,7 @@ def test_empty_store_explains_how_to_make_artifacts(monkeypatch, tmp_path):
         assert "make artifacts" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_gallery_filters_change_what_is_shown(monkeypatch, demo_store):
     run = "tiny/finetune"
     wrong = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND task = 'period' AND split = 'test' "
@@ -55,18 +59,77 @@ def test_gallery_filters_change_what_is_shown(monkeypatch, demo_store):
     at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", artist=[artist])
     assert gallery_count(at) == sql(demo_store, """SELECT count(*) FROM predictions p JOIN images i USING (image_id)
         WHERE p.run_id = ? AND p.task = 'period' AND p.split = 'test' AND i.artist = ?""", [run, artist])[0][0]
-    # confidence range and paging in the URL
+    # a confidence range in the URL (paging: test_gallery_pages)
     at = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", cmin="0.9")
     assert gallery_count(at) == sql(demo_store, """SELECT count(*) FROM predictions WHERE run_id = ? AND
         task = 'period' AND split = 'test' AND confidence >= 0.9""", [run])[0][0]
 
 
-@pytest.mark.parametrize("sort", ["least confident first", "explanations disagree most", "highest loss first"])
+@pytest.mark.slow
+def at_page(at: AppTest, number: int) -> AppTest:
+    """The same gallery with `page=number` in its URL (`page` also names open_dashboard's page file)."""
+    at.query_params["page"] = str(number)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_gallery_pages(monkeypatch, demo_store):
+    """Page 2 from the URL and from the `next →` button: the tiles that follow page 1's, in the same order."""
+    run = "tiny/head"
+    expected = [image for image, _ in expected_order(demo_store, run, "most confident first", split=None)]
+    first = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all")
+    size = len(tiles(first))
+    pages = -(-len(expected) // size)
+    assert size > 0 and pages >= 2 and gallery_count(first) == len(expected)
+    assert tiles(first) == expected[:size]
+    assert any(m.value == f"page 1 of {pages}" for m in first.markdown)
+    second = at_page(app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all"), 2)
+    assert tiles(second) == expected[size : 2 * size]
+    assert any(m.value == f"page 2 of {pages}" for m in second.markdown)
+    next(b for b in first.button if b.label == "next →").click().run()
+    assert not first.exception, first.exception
+    assert first.query_params["page"] in ("2", ["2"]) and tiles(first) == tiles(second)
+    last = at_page(app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all"), pages + 5)
+    assert tiles(last) == expected[(pages - 1) * size :]  # past the end: the last page
+
+
+def tiles(at: AppTest) -> list[str]:
+    """The image ids of the gallery's tiles, in the order the page shows them (from their `inspect` links)."""
+    links = (m for e in at.markdown for m in re.findall(r"\(inspector\?([^)\s]+)\)", e.value))
+    return [parse_qs(link)["image"][0] for link in links]
+
+
+# Each sort, written independently of the page's SQL: (key, descending); ties by image id.
+SORT_KEYS = {
+    "least confident first": ("p.confidence", False),
+    "most confident first": ("p.confidence", True),
+    "highest loss first": ("p.loss", True),
+    "explanations disagree most": ("(SELECT 1 - avg(spearman) FROM attribution_agreement g WHERE g.run_id = p.run_id "
+                                   "AND g.image_id = p.image_id AND g.target_kind = 'predicted')", True),
+}
+
+
+def expected_order(store: Path, run: str, sort: str, split: str | None = "test") -> list[tuple[str, float | None]]:
+    key, descending = SORT_KEYS[sort]
+    rows = sql(store, f"SELECT image_id, {key} FROM predictions p WHERE run_id = ? AND task = 'period' "
+                      "AND coalesce(split = ?, true)", [run, split])
+    known = sorted((r for r in rows if r[1] is not None), key=lambda r: (-r[1] if descending else r[1], r[0]))
+    return known + sorted(r for r in rows if r[1] is None)  # NULLS LAST
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sort", list(SORT_KEYS))
 def test_gallery_sorts(monkeypatch, demo_store, sort):
     at = app(monkeypatch, demo_store, "errors.py", run="tiny/head", outcome="all", sort=sort)
     assert gallery_count(at) > 0 and at.selectbox(key="w_sort").value == sort
+    shown, expected = tiles(at), expected_order(demo_store, "tiny/head", sort)
+    assert shown and shown == [image for image, _ in expected[: len(shown)]]
+    values = [value for _, value in expected[: len(shown)]]
+    assert len(set(values)) > 1  # the key varies over the page, so the order checked is the sort's, not the ties'
 
 
+@pytest.mark.slow
 def test_inspector_shows_probabilities_maps_and_neighbours(monkeypatch, demo_store):
     image = sql(demo_store, "SELECT image_id FROM attributions WHERE run_id = 'tiny/head' LIMIT 1")[0][0]
     at = app(monkeypatch, demo_store, "inspector.py", run="tiny/head", image=image)
@@ -77,6 +140,7 @@ def test_inspector_shows_probabilities_maps_and_neighbours(monkeypatch, demo_sto
     assert any("What the networks looked at" in s.value for s in at.subheader)
 
 
+@pytest.mark.slow
 def test_inspector_on_a_store_without_attributions(monkeypatch, store_without_attributions):
     at = app(monkeypatch, store_without_attributions, "inspector.py")
     assert any("No saliency maps" in i.value for i in at.info)
@@ -114,6 +178,7 @@ def markdown_bodies(at: AppTest) -> list[str]:
     return [e.value for kind in kinds for e in getattr(at, kind)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["errors.py", "inspector.py", "annotations.py"])
 def test_titles_and_artists_render_as_text_not_markdown_or_html(monkeypatch, hostile_text_store, page):
     (image_id,) = sql(hostile_text_store, "SELECT min(image_id) FROM predictions WHERE split = 'test'")[0]
