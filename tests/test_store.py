@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 
 import duckdb
 import numpy as np
@@ -81,22 +80,50 @@ def test_a_run_killed_mid_write_leaves_the_previous_version_whole(tmp_path):
     assert store.completed_runs(path) == {"e/r": "v1"}
 
 
-def test_connect_waits_for_another_process_lock(tmp_path):
+class RefusalSpy:
+    """`duckdb` as pipeline.store sees it, calling `on_refusal` the first time an open is refused."""
+
+    def __init__(self, on_refusal):
+        self.on_refusal, self.refusals = on_refusal, 0
+
+    def __getattr__(self, name):
+        return getattr(duckdb, name)
+
+    def connect(self, *args, **kwargs):
+        try:
+            return duckdb.connect(*args, **kwargs)
+        except duckdb.Error:
+            self.refusals += 1
+            if self.refusals == 1:
+                self.on_refusal()
+            raise
+
+
+def test_connect_waits_for_another_process_lock(tmp_path, monkeypatch):
+    """Ordered by events, not by the clock: the holder lets go only after the store's open was refused once."""
     path = tmp_path / "s.duckdb"
     store.write_run(path, record("e/r", 3, "v1"))
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('HELD', flush=True); "
-                               "time.sleep(2); c.close()"],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('HELD', flush=True); "
+                               "sys.stdin.readline(); c.close(); print('RELEASED', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+
+    def release():
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "RELEASED"
+
     try:
         assert holder.stdout.readline().strip() == "HELD"
         with pytest.raises(duckdb.Error):  # DuckDB itself refuses while the other process holds the file
             duckdb.connect(str(path), read_only=True)
-        started = time.monotonic()
-        with store.connect(path, read_only=True, wait_seconds=30) as con:
+        spy = RefusalSpy(release)
+        monkeypatch.setattr(store, "duckdb", spy)
+        with store.connect(path, read_only=True, wait_seconds=60) as con:
             assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
-        assert time.monotonic() - started > 0.2  # it really waited for the lock
+        assert spy.refusals >= 1  # it was refused while the lock was held, then waited until it was released
+        assert holder.poll() is None  # and the holder let go of the file without ending
     finally:
         holder.kill()
         holder.wait()
