@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -9,7 +12,9 @@ import pytest
 import yaml
 
 from pipeline.experiment import run_experiment
-from tests.conftest import TINY_EXPERIMENT, make_experiment
+from tests.conftest import TINY_EXPERIMENT, copy_store, make_experiment
+
+pytestmark = pytest.mark.slow  # a whole experiment (5 runs) for the module
 
 TINY = TINY_EXPERIMENT
 
@@ -87,8 +92,12 @@ def test_two_head_run_logs_both_accuracies(done):
     assert [s[0] for s in stages] == ["finetune", "head"]
 
 
-def test_rerun_resumes_and_force_replaces_without_touching_annotations(done):
-    exp, _ = done
+def test_rerun_resumes_and_force_replaces_without_touching_annotations(done, tmp_path):
+    """On a copy of the experiment's store and artifacts: the module's other tests read the originals."""
+    original, _ = done
+    store = copy_store(Path(original.store), tmp_path)
+    shutil.copytree(original.artifacts_dir, tmp_path / "artifacts")
+    exp = dataclasses.replace(original, store=str(store), artifacts_dir=str(tmp_path / "artifacts"))
     with duckdb.connect(exp.store) as con:
         con.execute("INSERT INTO annotations VALUES ('a1', NULL, 'x.jpg', 'h', 'tiny/head', 'label wrong', 'n', 'me', "
                     "now())")
@@ -99,6 +108,7 @@ def test_rerun_resumes_and_force_replaces_without_touching_annotations(done):
     assert q(exp, "SELECT count(*) FROM predictions")[0][0] == before
     assert q(exp, "SELECT count(*) FROM runs")[0][0] == 5
     assert q(exp, "SELECT note FROM annotations") == [("n",)]
+    assert q(original, "SELECT count(*) FROM annotations") == [(0,)]  # the shared store is as the fixture made it
 
 
 def test_cli_lists_runs(done, capsys):
@@ -110,11 +120,26 @@ def test_cli_lists_runs(done, capsys):
     assert "tiny/period-artist" in out and "tiny/freeze3" in out
 
 
+def plain(value):
+    """Dataclasses, tuples and paths as YAML and JSON give them back: dicts, lists and strings."""
+    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, default=str))
+
+
 def test_resolved_config_is_complete(done):
+    """Every setting of the run, its data and its attributions is written beside the checkpoint and in the store."""
     exp, _ = done
+    (run,) = exp.select(["freeze3"])
     run_dir = Path(exp.artifacts_dir) / "runs" / "tiny__freeze3"
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert resolved["run"]["freeze_until"] == 3 and resolved["data"]["crop"] == 32
+    assert resolved["run"] == plain(run)  # every field, defaults included, not only those the YAML set
+    assert resolved["run"]["freeze_until"] == 3 and resolved["run"]["epochs"] == 1
+    assert resolved["data"] == plain(exp.data) and resolved["data"]["crop"] == 32
+    assert resolved["attributions"] == plain(exp.attributions)
+    assert resolved["attributions"]["ig_steps"] == 4
+    assert (resolved["experiment"], resolved["run_id"]) == ("tiny", "tiny/freeze3")
+    assert [resolved["dataset_id"]] == [r[0] for r in q(exp, "SELECT dataset_id FROM datasets")]
+    (stored,) = q(exp, "SELECT config FROM runs WHERE run_id = 'tiny/freeze3'")[0]
+    assert json.loads(stored) == resolved  # the store holds the same resolved config
 
 
 def test_attributions_are_stored_for_every_run(done):
