@@ -65,7 +65,6 @@ def test_gallery_filters_change_what_is_shown(monkeypatch, demo_store):
         task = 'period' AND split = 'test' AND confidence >= 0.9""", [run])[0][0]
 
 
-@pytest.mark.slow
 def at_page(at: AppTest, number: int) -> AppTest:
     """The same gallery with `page=number` in its URL (`page` also names open_dashboard's page file)."""
     at.query_params["page"] = str(number)
@@ -74,6 +73,7 @@ def at_page(at: AppTest, number: int) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_gallery_pages(monkeypatch, demo_store):
     """Page 2 from the URL and from the `next →` button: the tiles that follow page 1's, in the same order."""
     run = "tiny/head"
