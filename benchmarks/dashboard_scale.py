@@ -119,7 +119,6 @@ def store_facts(path: Path) -> dict:
 
 
 def variants(f: dict) -> list[Variant]:
-    import dashboard.queries.annotations as qa  # `from dashboard.queries import annotations` gets __future__'s
     from dashboard.queries import compare as qc
     from dashboard.queries import curves as qcu
     from dashboard.queries import embedding as qe
@@ -128,6 +127,7 @@ def variants(f: dict) -> list[Variant]:
     from dashboard.queries import runs as qr
     from dashboard.queries import sql_console as qs
     from dashboard.queries import store_path, store_problem
+    from dashboard.queries import verdicts as qv
 
     router: list[Step] = [("Home: store_problem", store_problem)]
 
@@ -189,7 +189,7 @@ def variants(f: dict) -> list[Variant]:
                 ("inspector.agreement", lambda: qi.agreement(f["dataset"], ctx["image"])),
                 ("sanity", lambda: qi.sanity(run)),
                 ("neighbours (with their thumbnails)", lambda: qe.neighbours(run, ctx["image"], 9)),
-                ("annotations_for", lambda: qa.annotations_for(f["dataset"], ctx["image"])),
+                ("annotations_for", lambda: qv.annotations_for(f["dataset"], ctx["image"])),
             ]
         return steps
 
@@ -233,15 +233,15 @@ def variants(f: dict) -> list[Variant]:
             ctx: dict = {}
 
             def candidates():
-                ids = qa.candidates(run)["image_id"].tolist()
+                ids = qv.candidates(run)["image_id"].tolist()
                 ctx["image"] = image or ids[0]
 
             return router + [
                 ("runs", qr.runs), ("annotations.candidates", candidates),
-                ("image_for_run", lambda: ctx.update(meta=qa.image_for_run(run, ctx["image"]))),
-                ("annotations_for", lambda: qa.annotations_for(ctx["meta"]["dataset_id"], ctx["image"])),
-                ("authors", qa.authors), ("annotated_runs", qa.annotated_runs),
-                ("list_annotations", lambda: qa.list_annotations(verdicts, authors, ())),
+                ("image_for_run", lambda: ctx.update(meta=qv.image_for_run(run, ctx["image"]))),
+                ("annotations_for", lambda: qv.annotations_for(ctx["meta"]["dataset_id"], ctx["image"])),
+                ("authors", qv.authors), ("annotated_runs", qv.annotated_runs),
+                ("list_annotations", lambda: qv.list_annotations(verdicts, authors, ())),
             ]
         return steps
 

@@ -13,7 +13,7 @@ chronologically adjacent period, and its embeddings cluster by class.
 
 A checkpoint (an untrained ResNet-18 with the run's head) is written beside the store so the Upload page can load
 a model; `--no-checkpoint` skips it. Annotations (the dashboard's only write) are inserted with the same columns
-`dashboard.queries.annotations.save_annotation` writes.
+`dashboard.queries.verdicts.save_annotation` writes.
 """
 
 from __future__ import annotations

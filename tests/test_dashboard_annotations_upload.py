@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-import dashboard.queries.annotations as q  # `from dashboard.queries import annotations` gets the __future__ flag
+from dashboard.queries import verdicts
 from dashboard.views.upload import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
@@ -52,7 +52,7 @@ def app(monkeypatch, store: Path, page: str, **params) -> AppTest:
 def test_save_stores_identity_hash_run_and_time(writable, monkeypatch):
     monkeypatch.setenv("PERIODEYE_STORE", str(writable))
     dataset_id, image_id, content_hash = an_image(writable)
-    annotation_id = q.save_annotation(dataset_id, image_id, RUN, "label wrong", " a Vermeer, surely ", " Ada ",
+    annotation_id = verdicts.save_annotation(dataset_id, image_id, RUN, "label wrong", " a Vermeer, surely ", " Ada ",
                                       path=writable)
     row = sql(writable, "SELECT * FROM annotations")
     assert len(row) == 1
@@ -61,12 +61,12 @@ def test_save_stores_identity_hash_run_and_time(writable, monkeypatch):
     assert uuid.UUID(aid).version == 4
     assert (verdict, note, author) == ("label wrong", "a Vermeer, surely", "Ada")
     assert abs(created - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=1)
-    listed = q.list_annotations()
+    listed = verdicts.list_annotations()
     assert listed["annotation_id"].tolist() == [annotation_id] and listed["image_id"].iloc[0] == image_id
     assert listed["period"].iloc[0] is not None  # joined to its image
-    assert q.list_annotations(verdicts=["ambiguous"]).empty
-    assert len(q.list_annotations(verdicts=["label wrong"], authors=["Ada"], runs=[RUN])) == 1
-    assert q.annotations_for(dataset_id, image_id)["note"].tolist() == ["a Vermeer, surely"]
+    assert verdicts.list_annotations(verdicts=["ambiguous"]).empty
+    assert len(verdicts.list_annotations(verdicts=["label wrong"], authors=["Ada"], runs=[RUN])) == 1
+    assert verdicts.annotations_for(dataset_id, image_id)["note"].tolist() == ["a Vermeer, surely"]
 
 
 def test_invalid_annotations_are_refused_and_write_nothing(writable):
@@ -74,8 +74,8 @@ def test_invalid_annotations_are_refused_and_write_nothing(writable):
     cases = [("great", "Ada", image_id, "Choose a verdict"), ("ambiguous", "  ", image_id, "Give your name"),
              ("ambiguous", "Ada", "no-such-image", "not in dataset")]
     for verdict, author, image, message in cases:
-        with pytest.raises(q.AnnotationError, match=message):
-            q.save_annotation(dataset_id, image, RUN, verdict, "", author, path=writable)
+        with pytest.raises(verdicts.AnnotationError, match=message):
+            verdicts.save_annotation(dataset_id, image, RUN, verdict, "", author, path=writable)
     assert sql(writable, "SELECT count(*) FROM annotations")[0][0] == 0
 
 
@@ -83,7 +83,7 @@ def test_saving_waits_for_a_reader_in_this_process(writable, monkeypatch):
     """Another session's read-only connection (same process, so DuckDB refuses a writer outright) is waited out."""
     dataset_id, image_id, _ = an_image(writable)
     reader = duckdb.connect(str(writable), read_only=True)
-    is_lock_error, refused = q.pipeline_store._is_lock_error, []
+    is_lock_error, refused = verdicts.pipeline_store._is_lock_error, []
 
     def close_the_reader_once_refused(exc):  # the writer was turned away while the reader was open: it leaves now
         if not refused:
@@ -91,8 +91,8 @@ def test_saving_waits_for_a_reader_in_this_process(writable, monkeypatch):
             reader.close()
         return is_lock_error(exc)
 
-    monkeypatch.setattr(q.pipeline_store, "_is_lock_error", close_the_reader_once_refused)
-    q.save_annotation(dataset_id, image_id, RUN, "model right", "", "Ada", path=writable)
+    monkeypatch.setattr(verdicts.pipeline_store, "_is_lock_error", close_the_reader_once_refused)
+    verdicts.save_annotation(dataset_id, image_id, RUN, "model right", "", "Ada", path=writable)
     assert refused  # it really was refused while the reader was open, and waited it out
     assert sql(writable, "SELECT verdict FROM annotations") == [("model right",)]
 
@@ -101,11 +101,11 @@ def test_notes_follow_the_painting_to_an_identical_copy(writable, monkeypatch):
     """An exact duplicate (same content hash, another id) shows the note too, saying where it was made."""
     monkeypatch.setenv("PERIODEYE_STORE", str(writable))
     dataset_id, image_id, _ = an_image(writable)
-    q.save_annotation(dataset_id, image_id, RUN, "ambiguous", "", "Ada", path=writable)
+    verdicts.save_annotation(dataset_id, image_id, RUN, "ambiguous", "", "Ada", path=writable)
     with duckdb.connect(str(writable)) as con:
         con.execute("INSERT INTO images SELECT * REPLACE ('copy-of-' || image_id AS image_id) FROM images "
                     "WHERE dataset_id = ? AND image_id = ?", [dataset_id, image_id])
-    notes = q.annotations_for(dataset_id, f"copy-of-{image_id}")
+    notes = verdicts.annotations_for(dataset_id, f"copy-of-{image_id}")
     assert notes["same_painting_as"].tolist() == [f"{dataset_id}/{image_id}"]
 
 
@@ -115,7 +115,8 @@ def test_annotations_survive_regenerating_the_runs(store_without_attributions, t
     exp = make_experiment(tmp_path, RERUN_SPEC)
     assert Path(exp.store) == store
     dataset_id, image_id, content_hash = an_image(store)
-    annotation_id = q.save_annotation(dataset_id, image_id, RUN, "outside its period", "too late", "Ada", path=store)
+    annotation_id = verdicts.save_annotation(dataset_id, image_id, RUN, "outside its period", "too late", "Ada",
+                                             path=store)
     finished_before = sql(store, "SELECT finished_at FROM runs WHERE run_id = ?", [RUN])[0][0]
 
     run_experiment(exp, force=True, progress=False)

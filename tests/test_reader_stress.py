@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import dashboard.queries.annotations as annotations
+from dashboard.queries import verdicts
 from dashboard.queries.reader import READER, file_version
 from tests.conftest import REPO_ROOT, copy_store, sql
 
@@ -33,7 +33,7 @@ QUERIES = (
 WRITER = """
 import sys, time
 from pipeline import store
-import dashboard.queries.annotations as annotations
+from dashboard.queries import verdicts
 path, n = sys.argv[1], int(sys.argv[2])
 with store.connect(path, read_only=True) as con:
     dataset_id, image_id = con.execute("SELECT dataset_id, image_id FROM images LIMIT 1").fetchone()
@@ -47,7 +47,7 @@ for k in range(n):
             con.execute(f"INSERT INTO {table} SELECT * REPLACE (run_id || '-copy' || ? AS run_id) FROM {table} "
                         "WHERE run_id = 'tiny/head'", [k])
         con.execute("COMMIT")
-    annotations.save_annotation(dataset_id, image_id, "tiny/head", "ambiguous", f"writer {k}", "Writer", path=path)
+    verdicts.save_annotation(dataset_id, image_id, "tiny/head", "ambiguous", f"writer {k}", "Writer", path=path)
     time.sleep(0.3)
 print("done")
 """
@@ -110,7 +110,7 @@ def test_no_query_fails_while_another_process_writes(store, monkeypatch):
                 counts["pages"] += 1
             started = time.monotonic()  # a save in this process, while 4 sessions query without pause
             try:
-                annotations.save_annotation(dataset_id, image_id, "tiny/head", "model right", "", "Ada", path=store)
+                verdicts.save_annotation(dataset_id, image_id, "tiny/head", "model right", "", "Ada", path=store)
                 counts["saves"] += 1
                 save_seconds.append(time.monotonic() - started)
             except Exception as exc:  # noqa: BLE001

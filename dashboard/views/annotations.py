@@ -6,10 +6,9 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-import dashboard.queries.annotations as q  # `from dashboard.queries import annotations` gets the __future__ flag
 from dashboard import state
 from dashboard.export import frame_csv
-from dashboard.queries import store_exists, store_path
+from dashboard.queries import store_exists, store_path, verdicts
 from dashboard.queries.runs import runs
 from dashboard.ui import md_escape
 
@@ -23,14 +22,14 @@ def image_label(candidates) -> dict[str, str]:
 def annotate_form(run_id: str, meta) -> None:
     """The verdict form for one image; saving writes one row and reruns so every list shows it."""
     with st.form("annotate", clear_on_submit=True):
-        verdict = st.radio("Verdict", q.VERDICTS, horizontal=True, index=None)
+        verdict = st.radio("Verdict", verdicts.VERDICTS, horizontal=True, index=None)
         note = st.text_area("Note", placeholder="Why: brushwork, the costume's date, a known attribution …")
         author = st.text_input("Your name", value=st.session_state.get("_annotation_author", ""))
         if not st.form_submit_button("Save annotation", type="primary", icon=":material/save:"):
             return
     try:
-        q.save_annotation(meta["dataset_id"], meta["image_id"], run_id, verdict, note, author)
-    except q.AnnotationError as exc:
+        verdicts.save_annotation(meta["dataset_id"], meta["image_id"], run_id, verdict, note, author)
+    except verdicts.AnnotationError as exc:
         st.error(md_escape(exc, lines=True))
         return
     st.session_state["_annotation_author"] = author.strip()
@@ -41,7 +40,7 @@ def annotate_form(run_id: str, meta) -> None:
 def annotate_section(run_ids: list[str]) -> None:
     st.subheader("Annotate")
     run_id = state.choose("Run", run_ids, "run")
-    shown = q.candidates(run_id)
+    shown = verdicts.candidates(run_id)
     labels = image_label(shown)
     ids = list(labels)
     linked = state.get("image")
@@ -52,7 +51,7 @@ def annotate_section(run_ids: list[str]) -> None:
     if image_id is None:
         st.info("This run has no predictions to annotate.")
         return
-    meta = q.image_for_run(run_id, image_id)
+    meta = verdicts.image_for_run(run_id, image_id)
     if meta is None:
         st.warning(f"Image {md_escape(repr(image_id))} is not in the dataset of run {md_escape(run_id)}.")
         return
@@ -69,7 +68,7 @@ def annotate_section(run_ids: list[str]) -> None:
         if "_annotation_saved" in st.session_state:
             st.success(st.session_state.pop("_annotation_saved"))
         annotate_form(run_id, meta)
-    notes = q.annotations_for(meta["dataset_id"], image_id)
+    notes = verdicts.annotations_for(meta["dataset_id"], image_id)
     if not notes.empty:
         st.caption("Notes on this painting")
         st.dataframe(notes, hide_index=True)
@@ -79,14 +78,14 @@ def list_section() -> None:
     st.subheader("All annotations")
     c1, c2, c3 = st.columns(3)
     with c1:
-        verdicts = state.choose_many("Verdict", q.VERDICTS, "verdict")
+        chosen_verdicts = state.choose_many("Verdict", verdicts.VERDICTS, "verdict")
     with c2:
-        authors = state.choose_many("Author", q.authors(), "author")
+        authors = state.choose_many("Author", verdicts.authors(), "author")
     with c3:
-        chosen_runs = state.choose_many("Run annotated", q.annotated_runs(), "runs")
-    table = q.list_annotations(verdicts, authors, chosen_runs)
+        chosen_runs = state.choose_many("Run annotated", verdicts.annotated_runs(), "runs")
+    table = verdicts.list_annotations(chosen_verdicts, authors, chosen_runs)
     if table.empty:
-        st.caption("No annotations match." if verdicts or authors or chosen_runs else "No annotations yet.")
+        st.caption("No annotations match." if chosen_verdicts or authors or chosen_runs else "No annotations yet.")
         return
     table.insert(0, "inspect", [f"inspector?{urlencode({'run': r or '', 'image': i})}"
                                 for r, i in zip(table["run_id"], table["image_id"], strict=True)])

@@ -11,8 +11,8 @@ from PIL import Image
 
 from dashboard import state
 from dashboard.queries import inspector as q
-from dashboard.queries.annotations import annotations_for
 from dashboard.queries.embedding import neighbours
+from dashboard.queries.verdicts import annotations_for
 from dashboard.ui import md_escape, require_runs, similarity
 from pipeline.heatmaps import decode_map, overlay
 
