@@ -28,13 +28,21 @@ PAGES = [
     ("upload.py", "Upload", ":material/upload:", "upload"),
 ]
 
+
+
+def nav_pages() -> list:
+    """Every page in PAGES. A missing file stops the app with its name on screen: a page quietly gone from the menu
+    looks like a feature that never existed."""
+    missing = [file for file, *_ in PAGES if not (HERE / file).is_file()]
+    if missing:
+        st.error(f"Dashboard page file missing from {HERE}: {', '.join(missing)}")
+        st.stop()
+    return [st.Page(HERE / file, title=title, icon=icon, url_path=url, default=i == 0)
+            for i, (file, title, icon, url) in enumerate(PAGES)]
+
+
 st.set_page_config(page_title="Period Eye", page_icon=":material/palette:", layout="wide")
-pages = [
-    st.Page(HERE / file, title=title, icon=icon, url_path=url, default=i == 0)
-    for i, (file, title, icon, url) in enumerate(PAGES)
-    if (HERE / file).exists()
-]
-navigation = st.navigation(pages)
+navigation = st.navigation(nav_pages())
 
 from dashboard.queries import failure_message, store_problem  # noqa: E402  (needs ROOT on sys.path)
 
