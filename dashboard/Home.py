@@ -44,17 +44,30 @@ def nav_pages() -> list:
 st.set_page_config(page_title="Period Eye", page_icon=":material/palette:", layout="wide")
 navigation = st.navigation(nav_pages())
 
-from dashboard.queries import failure_message, store_problem  # noqa: E402  (needs ROOT on sys.path)
+from dashboard.queries import failure_message, store_path, store_problem  # noqa: E402  (needs ROOT on sys.path)
+from dashboard.queries.runs import runs  # noqa: E402
+from dashboard.ui import md_escape  # noqa: E402
+
+
+def no_runs_message() -> str:
+    """Said in place of every page while the store has no runs (or no file yet): each page needs runs to show."""
+    return (f"No runs in the store yet ({md_escape(store_path())}).\n\n"
+            "Make some with `make artifacts` (a synthetic demo, a few minutes on a laptop CPU), or "
+            "`make artifacts EXPERIMENT=configs/wikiart-styles.yaml` for real paintings, then refresh this page.")
 
 
 def run_page() -> None:
     """The page, unless the store is not one it can read: then one line saying what is wrong and what to do, in place
-    of a traceback. That holds for a damaged block a page's query runs into, too (DuckDB finds it only then);
-    Streamlit's own st.stop and reruns are BaseExceptions, not caught here."""
+    of a traceback; or, with no runs yet, how to make some (checked here once, so pages can assume runs). The store
+    problem holds for a damaged block a page's query runs into, too (DuckDB finds it only then); Streamlit's own
+    st.stop and reruns are BaseExceptions, not caught here."""
     try:
         problem = store_problem()
         if problem is None:
-            navigation.run()
+            if runs().empty:
+                st.info(no_runs_message())
+            else:
+                navigation.run()
             return
     except Exception as exc:  # anything not about the store is re-raised just below
         problem = failure_message(exc)

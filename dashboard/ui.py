@@ -9,8 +9,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.queries import store_path
-from dashboard.queries.runs import runs
 
 # Characters that mean something anywhere in a line of Markdown: emphasis, code, links and images, strikethrough,
 # Streamlit's :emoji: and :color[…], $math$, tables. (HTML's < > & are escaped as entities.)
@@ -41,16 +39,6 @@ def _escape_line(row: str) -> str:
 def similarity(value: float, digits: int = 2) -> str:
     """A cosine similarity for a caption; '–' where it is undefined (an all-zero embedding has no direction)."""
     return "–" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def require_runs() -> pd.DataFrame:
-    """The store's complete runs; a page with none says how to make some and stops."""
-    table = runs()
-    if table.empty:
-        st.info(f"No runs in the store yet ({md_escape(store_path())}). Make some with `make artifacts`, then refresh "
-                "this page.")
-        st.stop()
-    return table
 
 
 def choose_runs(label: str, table: pd.DataFrame, default: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.export import frame_csv
-from dashboard.queries import store_exists, store_path, verdicts
+from dashboard.queries import verdicts
 from dashboard.queries.runs import runs
 from dashboard.ui import md_escape
 
@@ -101,8 +101,5 @@ def list_section() -> None:
 
 
 st.title("Annotations")
-if not store_exists() or runs().empty:
-    st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
-    st.stop()
 annotate_section(runs()["run_id"].tolist())
 list_section()

@@ -17,8 +17,8 @@ from scipy.stats import binomtest
 
 from dashboard import state
 from dashboard.queries import compare as q
-from dashboard.queries.runs import labels
-from dashboard.ui import choose_runs, md_escape, require_runs
+from dashboard.queries.runs import labels, runs
+from dashboard.ui import choose_runs, md_escape
 
 PAGE_SIZE = 24
 GRID = 8
@@ -163,7 +163,7 @@ def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, 
 
 st.title("Compare runs")
 
-table = require_runs()
+table = runs()
 chosen = choose_runs("Runs (the first is A, the second B)", table, default_runs(table))
 
 c1, c2, c3 = st.columns(3)

@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.queries import curves as q
-from dashboard.ui import choose_runs, md_escape, require_runs
+from dashboard.queries.runs import runs
+from dashboard.ui import choose_runs, md_escape
 
 
 def default_runs(table: pd.DataFrame) -> list[str]:
@@ -63,7 +64,7 @@ def mark_best(fig: go.Figure, best: pd.DataFrame) -> None:
 
 st.title("Training curves")
 
-table = require_runs()
+table = runs()
 chosen = choose_runs("Runs", table, default_runs(table))
 
 rows = q.epochs(chosen)

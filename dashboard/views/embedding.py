@@ -14,8 +14,8 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.queries import embedding as q
-from dashboard.queries.runs import labels
-from dashboard.ui import md_escape, require_runs, similarity
+from dashboard.queries.runs import labels, runs
+from dashboard.ui import md_escape, similarity
 
 COLOURS = {
     "period": ("true_label", "true period"),
@@ -104,7 +104,7 @@ def show_neighbours(run_id: str, image_id: str, k: int = 8) -> None:
 
 st.title("Embedding map")
 
-table = require_runs()
+table = runs()
 
 c1, c2, c3 = st.columns([2, 1, 1])
 with c1:

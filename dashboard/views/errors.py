@@ -10,15 +10,15 @@ import streamlit as st
 from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
-from dashboard.queries.runs import artists, labels
-from dashboard.ui import md_escape, require_runs
+from dashboard.queries.runs import artists, labels, runs
+from dashboard.ui import md_escape
 
 PAGE_SIZE = 24
 COLUMNS = 6
 EXPORT_LIMIT = 500
 
 st.title("Errors")
-table = require_runs()
+table = runs()
 
 with st.sidebar:
     run_id = state.choose("Run", table["run_id"].tolist(), "run")

@@ -12,12 +12,13 @@ from PIL import Image
 from dashboard import state
 from dashboard.queries import inspector as q
 from dashboard.queries.embedding import neighbours
+from dashboard.queries.runs import runs
 from dashboard.queries.verdicts import annotations_for
-from dashboard.ui import md_escape, require_runs, similarity
+from dashboard.ui import md_escape, similarity
 from pipeline.heatmaps import decode_map, overlay
 
 st.title("Inspector")
-table = require_runs()
+table = runs()
 
 run_id = state.choose("Run", table["run_id"].tolist(), "run")
 dataset_id = q.run_dataset(run_id)

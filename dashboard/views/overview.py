@@ -5,19 +5,10 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from dashboard.queries import store_exists, store_path
+from dashboard.queries import store_path
 from dashboard.queries.runs import datasets, runs, skipped_summary
-from dashboard.ui import md_escape
 
 st.title("Period Eye")
-
-if not store_exists() or runs().empty:
-    st.info(
-        f"No runs in the store yet ({md_escape(store_path())}).\n\n"
-        "Make some with `make artifacts` (a synthetic demo, a few minutes on a laptop CPU), or "
-        "`make artifacts EXPERIMENT=configs/wikiart-styles.yaml` for real paintings, then refresh this page."
-    )
-    st.stop()
 
 table = runs()
 data = datasets()

@@ -6,8 +6,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.export import frame_csv
-from dashboard.queries import sql_console, store_exists, store_path, store_version
-from dashboard.queries.runs import runs
+from dashboard.queries import sql_console, store_path, store_version
 from dashboard.ui import md_escape
 
 WIDGET = "w_q"
@@ -75,9 +74,6 @@ def show(result: sql_console.Result) -> None:
 
 
 st.title("SQL")
-if not store_exists() or runs().empty:
-    st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
-    st.stop()
 
 st.caption(f"One read-only query over the store: no writes, no files, no network; at most "
            f"{sql_console.MAX_ROWS:,} rows, {sql_console.MAX_BYTES // 2**20} MB, {sql_console.TIME_LIMIT_S:g} s "

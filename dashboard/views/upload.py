@@ -20,7 +20,7 @@ import streamlit as st
 from PIL import Image
 
 from dashboard import state
-from dashboard.queries import store_exists, store_path, store_version
+from dashboard.queries import store_path, store_version
 from dashboard.queries.runs import labels, runs
 from dashboard.ui import md_escape
 from pipeline.config import AttributionConfig, ConfigError
@@ -138,9 +138,6 @@ def show(result: Explained, alpha: float) -> None:
 def main() -> None:
     st.title("Upload")
     table = runs()
-    if not store_exists() or table.empty:
-        st.info(f"No runs in the store yet ({md_escape(store_path())}): run `make artifacts`, then refresh.")
-        st.stop()
     store = store_path()
     with st.sidebar:
         run_id = state.choose("Run", table["run_id"].tolist(), "run")
