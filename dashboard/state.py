@@ -43,18 +43,26 @@ def put(**values: str | Sequence[str] | float | int | None) -> None:
             st.query_params[name] = str(value)
 
 
-def _seed(widget_key: str, url_value) -> None:
+def seed(widget_key: str, url_value: object) -> None:
     """Give a widget the URL's value when the URL changed (a shared link, a click elsewhere);
-    otherwise leave the user's last choice alone."""
-    last_key = f"_url_{widget_key}"
-    if widget_key not in st.session_state or st.session_state.get(last_key) != url_value:
+    otherwise leave the user's last choice alone. Every URL-backed widget goes through here."""
+    if widget_key not in st.session_state or st.session_state.get(_last(widget_key)) != url_value:
         st.session_state[widget_key] = url_value
-    st.session_state[last_key] = url_value
+    remember(widget_key, url_value)
+
+
+def remember(widget_key: str, value: object) -> None:
+    """Note `value` as what the URL now holds for the widget, so the next run's seed keeps the user's choice."""
+    st.session_state[_last(widget_key)] = value
+
+
+def _last(widget_key: str) -> str:
+    return f"_url_{widget_key}"
 
 
 def _store(key: str, widget_key: str, value) -> None:
     put(**{key: value})
-    st.session_state[f"_url_{widget_key}"] = value
+    remember(widget_key, value)
 
 
 def choose(label: str, options: Sequence[str], key: str, default: str | None = None, **kwargs) -> str | None:
@@ -64,7 +72,7 @@ def choose(label: str, options: Sequence[str], key: str, default: str | None = N
         return None
     wanted = get(key, default)
     widget_key = f"w_{key}"
-    _seed(widget_key, wanted if wanted in options else options[0])
+    seed(widget_key, wanted if wanted in options else options[0])
     if st.session_state[widget_key] not in options:
         st.session_state[widget_key] = options[0]
     value = st.selectbox(label, options, key=widget_key, **kwargs)
@@ -76,7 +84,7 @@ def choose_many(label: str, options: Sequence[str], key: str, **kwargs) -> list[
     """A multiselect whose values live in the URL under `key` (repeated)."""
     options = list(options)
     widget_key = f"w_{key}"
-    _seed(widget_key, list(dict.fromkeys(v for v in get_list(key) if v in options)))  # a link may repeat a value
+    seed(widget_key, list(dict.fromkeys(v for v in get_list(key) if v in options)))  # a link may repeat a value
     st.session_state[widget_key] = [v for v in st.session_state[widget_key] if v in options]
     value = st.multiselect(label, options, key=widget_key, **kwargs)
     _store(key, widget_key, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 
 import pandas as pd
@@ -39,6 +40,42 @@ def _escape_line(row: str) -> str:
 def similarity(value: float, digits: int = 2) -> str:
     """A cosine similarity for a caption; '–' where it is undefined (an all-zero embedding has no direction)."""
     return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+PAGE_SIZE = 24  # thumbnails per page, on every paged grid
+
+
+def page_from_url(key: str, total: int) -> tuple[int, int]:
+    """The page the URL asks for under `key` (absent means 1), kept within the pages `total` rows fill; and that
+    count. A shared link to a page that no longer exists (the store changed) lands on the last one."""
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return min(max(state.get_int(key, 1), 1), pages), pages
+
+
+def page_buttons(key: str, page_no: int, pages: int) -> None:
+    """← previous / next → under a grid: each moves the URL's page under `key` and reruns."""
+    prev_col, info_col, next_col = st.columns([1, 2, 1])
+    if prev_col.button("← previous", disabled=page_no <= 1):
+        state.put(**{key: page_no - 1})
+        st.rerun()
+    info_col.markdown(f"page {page_no} of {pages}")
+    if next_col.button("next →", disabled=page_no >= pages):
+        state.put(**{key: page_no + 1})
+        st.rerun()
+
+
+def page_picker(label: str, key: str, total: int) -> int:
+    """A page number box for a grid, kept in the URL under `key` (absent means page 1); none for a single page."""
+    current, pages = page_from_url(key, total)
+    if pages == 1:
+        state.put(**{key: None})
+        return 1
+    widget_key = f"w_{key}_{pages}"
+    state.seed(widget_key, current)
+    page = int(st.number_input(f"{label} (of {pages})", 1, pages, key=widget_key))
+    state.put(**{key: page if page > 1 else None})
+    state.remember(widget_key, page)
+    return page
 
 
 def choose_runs(label: str, table: pd.DataFrame, default: list[str]) -> list[str]:

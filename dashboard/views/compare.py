@@ -18,9 +18,8 @@ from scipy.stats import binomtest
 from dashboard import state
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import choose_runs, md_escape
+from dashboard.ui import PAGE_SIZE, choose_runs, md_escape, page_picker
 
-PAGE_SIZE = 24
 GRID = 8
 METRIC_NAMES = {
     "accuracy": "accuracy",
@@ -104,38 +103,14 @@ def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
             f"discordant images against a fair coin) gives **p = {p:.3g}**; {verdict}")
 
 
-def seed_from_url(widget_key: str, url_value: object) -> None:
-    """Like dashboard.state's selectbox: the URL's value wins when the URL changed (a shared link),
-    otherwise the widget keeps the user's last choice."""
-    last = f"_url_{widget_key}"
-    if widget_key not in st.session_state or st.session_state.get(last) != url_value:
-        st.session_state[widget_key] = url_value
-    st.session_state[last] = url_value
-
-
 def url_toggle(label: str, key: str, default: bool) -> bool:
     """A toggle kept in the URL under `key` as 1/0."""
     widget_key = f"w_{key}"
-    seed_from_url(widget_key, state.get(key, "1" if default else "0") == "1")
+    state.seed(widget_key, state.get(key, "1" if default else "0") == "1")
     value = st.toggle(label, key=widget_key)
     state.put(**{key: "1" if value else "0"})
-    st.session_state[f"_url_{widget_key}"] = value
+    state.remember(widget_key, value)
     return value
-
-
-def page_picker(label: str, key: str, total: int) -> int:
-    """A page number for a thumbnail grid, kept in the URL under `key` (absent means page 1)."""
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    current = min(max(state.get_int(key, 1), 1), pages)
-    if pages == 1:
-        state.put(**{key: None})
-        return 1
-    widget_key = f"w_{key}_{pages}"
-    seed_from_url(widget_key, current)
-    page = int(st.number_input(f"{label} (of {pages})", 1, pages, key=widget_key))
-    state.put(**{key: page if page > 1 else None})
-    st.session_state[f"_url_{widget_key}"] = page
-    return page
 
 
 def thumbnail_grid(images: pd.DataFrame) -> None:

@@ -11,9 +11,8 @@ from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
-from dashboard.ui import md_escape
+from dashboard.ui import PAGE_SIZE, md_escape, page_buttons, page_from_url
 
-PAGE_SIZE = 24
 COLUMNS = 6
 EXPORT_LIMIT = 500
 
@@ -58,8 +57,7 @@ if not cm.empty:
             st.rerun()
 
 total = gallery.count(f)
-pages = max(1, -(-total // PAGE_SIZE))
-page_no = min(max(1, state.get_int("page", 1)), pages)
+page_no, pages = page_from_url("page", total)
 st.subheader(f"{total:,} images")
 st.caption(md_escape(f.describe()))
 if total == 0:
@@ -81,14 +79,7 @@ for start in range(0, len(rows), COLUMNS):
                 unsafe_allow_html=True,
             )
 
-prev_col, info_col, next_col = st.columns([1, 2, 1])
-if prev_col.button("← previous", disabled=page_no <= 1):
-    state.put(page=page_no - 1)
-    st.rerun()
-info_col.markdown(f"page {page_no} of {pages}")
-if next_col.button("next →", disabled=page_no >= pages):
-    state.put(page=page_no + 1)
-    st.rerun()
+page_buttons("page", page_no, pages)
 
 with st.expander("Share this gallery"):
     st.write("This page's URL holds every filter: send it to anyone with access to this dashboard. "

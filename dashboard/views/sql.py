@@ -15,14 +15,12 @@ KEEP_BYTES = 2 * 2**20  # a result kept in the session (to redraw without runnin
 
 def seed_editor(url_sql: str) -> None:
     """Show the URL's query in the editor when the URL changed (a shared link); keep the user's edits otherwise."""
-    if WIDGET not in st.session_state or st.session_state.get("_url_w_q") != url_sql:
-        st.session_state[WIDGET] = url_sql
-    st.session_state["_url_w_q"] = url_sql
+    state.seed(WIDGET, url_sql)
 
 
 def use_example(text: str) -> None:
     st.session_state[WIDGET] = text
-    st.session_state["_url_w_q"] = text
+    state.remember(WIDGET, text)
     state.put(q=text)
 
 
@@ -92,6 +90,6 @@ with st.form("sql"):
 sql = st.session_state[WIDGET].strip()
 if submitted:
     state.put(q=sql)
-    st.session_state["_url_w_q"] = sql
+    state.remember(WIDGET, sql)
 if sql:
     show(result_for(sql, force=submitted))
