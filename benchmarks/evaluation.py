@@ -1,8 +1,8 @@
 """Images/s of the pipeline's one-pass evaluation against a bare forward over the same batches.
 
 - pipeline: pipeline.evaluate.forward_pass (heads, embeddings kept; batches read from the decoded cache and
-  normalised on the device) followed by pipeline.evaluate.evaluate (every store row: predictions, metrics per split,
-  confusion, the 2-D map with projection="pca");
+  normalised on the device) followed by pipeline.evaluate.score_outputs (every store row: predictions, metrics per
+  split, confusion, the 2-D map with projection="pca");
 - bare: `model(x)` over the same images, already normalised, in memory on the device (same precision: bf16 autocast
   and channels_last on a GPU, as forward_pass does).
 
@@ -18,7 +18,7 @@ import torch
 
 from benchmarks import common
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import evaluate, forward_pass
+from pipeline.evaluate import forward_pass, score_outputs
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.train import label_targets
@@ -41,11 +41,11 @@ FULL = Settings(crop=224, per_class=1000, batch=64, rounds=3)
 
 
 def measure(backbone: str, s: Settings, data, dev: torch.device) -> tuple[dict[str, list[float]], list[float]]:
-    """Images/s of both variants per round, and the evaluate() share of each pipeline round.
+    """Images/s of both variants per round, and the score_outputs() share of each pipeline round.
 
     Within a round the variants alternate chunk by chunk (two batches each, order swapped every chunk), so a busy
     spell of a shared machine hits both alike: forward_pass runs once per chunk (the same code and batches as one
-    call over every row; its per-call set-up is negligible), evaluate() once over the concatenated outputs.
+    call over every row; its per-call set-up is negligible), score_outputs() once over the concatenated outputs.
     """
     bb = build_backbone(backbone, pretrained=backbone.startswith("efficientnet"))
     model = PeriodClassifier(bb, {"period": len(data.periods)}).eval().to(dev)
@@ -88,7 +88,8 @@ def measure(backbone: str, s: Settings, data, dev: torch.device) -> tuple[dict[s
                     embs.append(emb)
                     logits.append(out["period"])
         emb, out = np.concatenate(embs), {"period": np.concatenate(logits)}
-        t_rows, _ = common.timed(lambda e=emb, o=out: evaluate("bench/eval", data.images, targets, labels, e, o, "pca"))
+        t_rows, _ = common.timed(
+            lambda e=emb, o=out: score_outputs("bench/eval", data.images, targets, labels, e, o, "pca"))
         rates["pipeline"].append(len(rows) / (t_pipe + t_rows))
         rates["bare"].append(len(rows) / t_bare)
         shares.append(t_rows / (t_pipe + t_rows))
@@ -107,12 +108,12 @@ def run(quick: bool = True) -> list[dict]:
         ratio = common.ratio(r["pipeline"], r["bare"])
         rows.append([backbone, common.median(r["pipeline"]), common.median(r["bare"]), ratio,
                      f"{100 * common.median(shares):.1f} %"])
+        share = f"{100 * common.median(shares):.1f}"
         results.append(common.result(NAME, f"{backbone} {s.crop}px: forward_pass+evaluate ÷ bare forward", ratio,
-                                     TARGET, note=f"evaluate() (rows, metrics, PCA) {100 * common.median(shares):.1f}"
-                                                  " % of the time"))
+                                     TARGET, note=f"score_outputs() (rows, metrics, PCA) {share} % of the time"))
     common.table(f"Evaluation images/s ({len(data.images)} images, {s.crop}px, device {dev})",
                  ["model", "pipeline images/s", "bare model(x) images/s", "pipeline ÷ bare",
-                  "evaluate() share"], rows)
+                  "score_outputs() share"], rows)
     return results
 
 

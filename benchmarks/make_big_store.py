@@ -1,7 +1,7 @@
 """A realistic synthetic store at the size of the full Historic Art set, for the dashboard's scale benchmark.
 
 Every table is written by the pipeline's own code, so the schema and the row shapes are exactly the real ones:
-`pipeline.store.write_dataset` for the images (real JPEG thumbnails), `pipeline.evaluate.evaluate` for
+`pipeline.store.write_dataset` for the images (real JPEG thumbnails), `pipeline.evaluate.score_outputs` for
 predictions, metrics, confusion and embeddings (with the 2-D projection), `pipeline.attribute.select_targets`
 for which test images get saliency maps, `pipeline.heatmaps.encode_map` / `spearman` / `top_overlap` for the
 maps and their agreement, and `pipeline.store.write_run` for each run. Only the model is fake: its
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         out.unlink()
         out.with_name(out.name + ".wal").unlink(missing_ok=True)
 
-    from pipeline.evaluate import evaluate  # torch import: after argument errors
+    from pipeline.evaluate import score_outputs  # torch import: after argument errors
 
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         timing["model"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        ev = evaluate(run_id, data.images, y[:, None], labels, embeddings, {"period": logits}, args.projection, seed)
+        ev = score_outputs(run_id, data.images, y[:, None], labels, embeddings, {"period": logits}, args.projection,
+                           seed)
         timing["evaluate"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()

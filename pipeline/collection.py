@@ -27,7 +27,7 @@ from pipeline import checkpoint, store
 from pipeline.attribute import AttributionResult, attribute_run
 from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfig, SplitConfig, _expand, detect_source
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.evaluate import Evaluation, evaluate, pick_device
+from pipeline.evaluate import Evaluation, pick_device, score_outputs
 from pipeline.explain import LoadedRun, load_run
 from pipeline.train import label_targets
 
@@ -152,7 +152,7 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     embeddings, logits = parent.model.saved.predict(data.pixels, images["cache_index"].to_numpy(),
                                                     int(parent.settings.get("batch_size", 32)) * 2, device, progress)
     targets = label_targets(images, labels)
-    ev = evaluate(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
+    ev = score_outputs(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
                   parent.settings.get("seed", 0))
     eval_seconds = time.perf_counter() - t0
     cfg = attribution_config(parent.resolved, attributions, max_attributions)

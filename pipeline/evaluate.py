@@ -78,7 +78,7 @@ def predict_views(model: PeriodClassifier, transform: torch.nn.Module, pixels: n
 
 def mean_of_views(per_view: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Test-time augmentation: log of the mean probability over the views, so that softmax() of the result
-    (what evaluate() computes) is exactly the views' mean probability; one view passes through unchanged."""
+    (what score_outputs() computes) is exactly the views' mean probability; one view passes through unchanged."""
     if len(per_view) == 1:
         return per_view[0]
     return {task: np.log(np.mean([softmax(v[task].astype(np.float64)) for v in per_view], axis=0) + 1e-12)
@@ -129,7 +129,7 @@ class Evaluation:
     headline: dict[str, float]  # test-split metrics of the period task
 
 
-def evaluate(
+def score_outputs(
     run_id: str,
     images: pd.DataFrame,
     targets: np.ndarray,
@@ -139,7 +139,8 @@ def evaluate(
     projection: str = "tsne",
     seed: int = 0,
 ) -> Evaluation:
-    """Turn one pass's outputs into the store's rows (predictions, metrics, confusion, embeddings)."""
+    """Turn one pass's outputs into the store's rows (predictions, metrics, confusion, embeddings). It runs no
+    model: the logits and embeddings come from a forward pass already made."""
     pred_parts, metric_rows, confusion_rows = [], [], []
     headline: dict[str, float] = {}
     splits = images["split"].to_numpy()

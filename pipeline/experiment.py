@@ -34,7 +34,7 @@ from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
 from pipeline.data.prepare import PreparedData, check_trainable, content_digest, prepare
 from pipeline.data.transforms import tta_views
-from pipeline.evaluate import evaluate, heads_pass, mean_of_views
+from pipeline.evaluate import heads_pass, mean_of_views, score_outputs
 from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
@@ -163,7 +163,7 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     saved = checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
                                result.transform)
     embeddings, logits = predict(run, result, data, progress, saved)
-    ev = evaluate(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
+    ev = score_outputs(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
     eval_seconds = time.perf_counter() - t0
     attributions = None
     if exp.attributions.enabled:
@@ -254,7 +254,7 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
                            + 1e-12) for task in labels}
     embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
     t0 = time.perf_counter()
-    ev = evaluate(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
+    ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
                   run.seed)
     note = f"ensemble: mean probability of {', '.join(members)}"
     summary = run_summary(exp, run, data, ev, started_at, {
