@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -129,23 +130,28 @@ def test_connect_waits_for_another_process_lock(tmp_path, monkeypatch):
         holder.wait()
 
 
-def test_lock_wait_gives_up_with_a_clear_error(tmp_path):
-    path = tmp_path / "s.duckdb"
-    store.write_run(path, record("e/r", 3, "v1"))
+@contextmanager
+def held_by_another_process(path, read_only: bool):
+    """Another process has the store open (DuckDB's lock) for as long as the block runs."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('HELD', flush=True); "
-                               "time.sleep(30)"],
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}, read_only={read_only}); "
+                               "print('HELD', flush=True); time.sleep(300)"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "HELD"
-        with pytest.raises(store.StoreLockedError, match="locked by another process"), store.connect(
-            path, wait_seconds=0.5
-        ):
-            pass
+        yield
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_lock_wait_gives_up_with_a_clear_error(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store.write_run(path, record("e/r", 3, "v1"))
+    with held_by_another_process(path, read_only=False), pytest.raises(
+            store.StoreLockedError, match="locked by another process"), store.connect(path, wait_seconds=0.5):
+        pass
 
 
 def test_a_fresh_connection_can_register_data_at_once(tmp_path):
@@ -174,20 +180,11 @@ def test_list_opens_read_only_beside_another_reader(tmp_path, capsys):
     """A read-write open fails while another process reads the file (DuckDB's lock): `list` must not need one."""
     path = tmp_path / "s.duckdb"
     store.write_run(path, record("e/r", 3, "v1"))
-    reader = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}, read_only=True); "
-                               "print('READING', flush=True); time.sleep(300)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert reader.stdout.readline().strip() == "READING"
-        from pipeline.__main__ import main
+    from pipeline.__main__ import main
 
+    with held_by_another_process(path, read_only=True):
         assert main(["list", "--store", str(path)]) == 0
-        assert "e/r" in capsys.readouterr().out
-    finally:
-        reader.kill()
-        reader.wait()
+    assert "e/r" in capsys.readouterr().out
 
 
 def test_writers_refuse_another_apps_file_unless_adopting_it(tmp_path, capsys):
