@@ -6,10 +6,11 @@ DATA ?=
 
 .PHONY: artifacts test test-fast lint screenshots bench soak dashboard clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml  ## the pinned environment, then Period Eye itself (editable: `periodeye`)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 artifacts: $(VENV)/.installed  ## train, evaluate and store every run of EXPERIMENT (default: the demo)
@@ -25,8 +26,8 @@ screenshots: $(VENV)/.installed  ## the README's docs/*.png: the browser test ov
 	PERIODEYE_SCREENSHOT_STORE=$(abspath $(or $(STORE),artifacts/periodeye.duckdb)) PERIODEYE_SCREENSHOTS=$(CURDIR)/docs \
 		$(PY) -m pytest -q -m browser tests/test_browser.py
 
-dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote
-	$(PY) -m streamlit run dashboard/Home.py --server.address 127.0.0.1 --browser.gatherUsageStats false
+dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote (or STORE=, PORT=): `periodeye dashboard`
+	$(VENV)/bin/periodeye dashboard $(if $(STORE),--store $(STORE)) $(if $(PORT),--port $(PORT))
 
 bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); FULL=1: GPU-sized; the dashboard one: python -m benchmarks.dashboard_scale
 	$(PY) -m benchmarks $(if $(FULL),--full)

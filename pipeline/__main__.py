@@ -1,8 +1,11 @@
-"""Command line: python -m pipeline {artifacts,run,prepare,list,explain,evaluate,upgrade} --help.
+"""Command line: `periodeye` (installed by `pip install -e .`) or `python -m pipeline`, one parser:
+{artifacts,run,prepare,list,explain,evaluate,upgrade,dashboard} --help.
 
-Every command checks the store first (pipeline.store.check_store): a file that is not a usable store ends in one
-line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only; writing
-commands refuse another application's DuckDB file or a newer store unless given --adopt-store."""
+Every command but `dashboard` checks the store first (pipeline.store.check_store): a file that is not a usable store
+ends in one line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only;
+writing commands refuse another application's DuckDB file or a newer store unless given --adopt-store. The dashboard
+checks the store itself and says what is wrong on its page (it stays open while a writer runs, which a check here
+would wait for). torch is imported only inside the commands that train or predict, after those checks."""
 
 from __future__ import annotations
 
@@ -17,7 +20,19 @@ DEFAULT_EXPERIMENT = REPO_ROOT / "configs" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Period Eye: train, evaluate, store.")
+    """The `periodeye` console script and `python -m pipeline`: the exit status."""
+    prog = "periodeye" if os.path.basename(sys.argv[0]) == "periodeye" else "python -m pipeline"
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, StoreError, StoreLockedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
+    """Every command and option, in one place (both entry points share it)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Period Eye: train, evaluate, store.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def experiment_args(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -58,13 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                        "annotations are kept)")
     p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
     adopt_arg(p)
-
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, StoreError, StoreLockedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    p = sub.add_parser("dashboard", help="the Streamlit dashboard over a store, on http://127.0.0.1:PORT")
+    p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+    p.add_argument("--port", type=int, help="port to serve on (default: Streamlit's, 8501)")
+    return parser
 
 
 def adopt_arg(p: argparse.ArgumentParser) -> None:
@@ -151,6 +163,27 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Becomes `streamlit run <the installed dashboard/Home.py>` on 127.0.0.1 (exec: Ctrl-C and signals reach
+    Streamlit itself). Found by its spec, not imported: pipeline never imports the dashboard."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("dashboard")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the dashboard package is not installed: `pip install -e .` in the Period Eye checkout")
+    home = Path(spec.origin).parent / "Home.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", "127.0.0.1",
+               "--browser.gatherUsageStats", "false"]
+    if args.port is not None:
+        command += ["--server.port", str(args.port)]
+    command += ["--", "--store", str(Path(store_path(args)).resolve())]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces this process
+
+
 def store_path(args: argparse.Namespace) -> str:
     from pipeline.config import DEFAULT_STORE
 
@@ -158,7 +191,7 @@ def store_path(args: argparse.Namespace) -> str:
 
 
 COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain,
-            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade}
+            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard}
 
 if __name__ == "__main__":
     sys.exit(main())
