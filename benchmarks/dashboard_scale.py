@@ -512,8 +512,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
         parser.error(f"no store at {store}; make one with `python -m benchmarks.make_big_store {store}`")
 
     os.environ["PERIODEYE_STORE"] = str(store)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 

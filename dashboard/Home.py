@@ -6,14 +6,13 @@ nothing here trains or loads a model (the Upload page aside).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `streamlit run dashboard/Home.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+from dashboard.queries import failure_message, store_path, store_problem
+from dashboard.queries.runs import runs
+from dashboard.ui import md_escape
 
 HERE = Path(__file__).resolve().parent / "views"  # not pages/: Streamlit would list that folder on its own
 PAGES = [
@@ -44,9 +43,6 @@ def nav_pages() -> list:
 st.set_page_config(page_title="Period Eye", page_icon=":material/palette:", layout="wide")
 navigation = st.navigation(nav_pages())
 
-from dashboard.queries import failure_message, store_path, store_problem  # noqa: E402  (needs ROOT on sys.path)
-from dashboard.queries.runs import runs  # noqa: E402
-from dashboard.ui import md_escape  # noqa: E402
 
 
 def no_runs_message() -> str:

@@ -55,7 +55,6 @@ def test_a_run_killed_mid_write_leaves_the_previous_version_whole(tmp_path):
     store.write_run(path, record("e/r", 10, "v1"))
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(REPO_ROOT)!r})
         from pipeline import store
         from tests.test_store import record
         real_insert, calls = store._insert, []
