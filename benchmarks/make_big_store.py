@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from pipeline import store
 from pipeline.config import DEFAULT_SHARED, AttributionConfig, DataConfig, RunConfig, SplitConfig
-from pipeline.data.prepare import HISTORIC_ART_PERIODS, PreparedData
+from pipeline.data.historic_art import PERIODS as HISTORIC_ART_PERIODS
+from pipeline.data.prepare import PreparedData
 from pipeline.heatmaps import encode_map, spearman, top_overlap
 
 # Rough shares of the Historic Art painters' works per period (Baroque and the Renaissances dominate).

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-SOURCES = ("demo", "imagefolder", "manifest", "historic_art")
+from pipeline.errors import ConfigError
+
 STRATEGIES = ("head", "finetune", "two_stage", "partial", "ensemble")
 TTA_VIEWS = ("flip", "crops")
 SPLIT_MODES = ("counts", "fractions", "none")  # "none": all test (an outside collection to evaluate on)
@@ -38,14 +39,6 @@ SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = REPO_ROOT / "artifacts" / "periodeye.duckdb"
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "datasets"
-
-
-class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message says what to change, one line per problem."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = problems if problems is not None else [message]
 
 
 @dataclass
@@ -361,6 +354,7 @@ def _crop_scale_ok(v: list[float]) -> bool:
 @functools.cache
 def rules() -> dict[tuple[type, str], Rule]:
     """Every range and choice, by (dataclass, field); registries are read on first use."""
+    from pipeline.data.sources import SOURCES  # local, like the backbones: `import pipeline.config` stays light
     from pipeline.models.backbones import BACKBONES  # local: keeps `import pipeline.config` free of torch
     from pipeline.models.classifier import POOLINGS
 
@@ -368,7 +362,7 @@ def rules() -> dict[tuple[type, str], Rule]:
     return {
         (SplitConfig, "mode"): one_of(SPLIT_MODES), (SplitConfig, "val"): at_least(0),
         (SplitConfig, "test"): at_least(0), (SplitConfig, "seed"): SEED,
-        (DataConfig, "source"): one_of(SOURCES), (DataConfig, "name"): NAME,
+        (DataConfig, "source"): one_of(list(SOURCES)), (DataConfig, "name"): NAME,
         (DataConfig, "resize"): size, (DataConfig, "crop"): size, (DataConfig, "thumbnail_size"): within(16, 1024),
         (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
         (RunConfig, "name"): NAME, (RunConfig, "backbone"): one_of(sorted(BACKBONES)),
@@ -728,15 +722,10 @@ def _check_names(runs: list[RunConfig], problems: Problems) -> None:
 
 
 def detect_source(path: str) -> str:
-    """Guess the source kind of a path given on the command line."""
-    p = Path(_expand(path))
-    if p.is_file() and p.suffix.lower() == ".csv":
-        return "manifest"
-    if (p / "artwork_dataset.csv").exists():
-        return "historic_art"
-    if p.is_dir():
-        return "imagefolder"
-    raise ConfigError(f"data path {p} is neither a directory nor a manifest .csv")
+    """The source kind of a path given on the command line (`$VAR` and `~` expanded), as the registry recognises it."""
+    from pipeline.data.sources import recognise  # local: reading a config never loads the readers
+
+    return recognise(Path(_expand(path)))
 
 
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::-([^}]*))?\}|(\w+))")

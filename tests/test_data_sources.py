@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
-from pipeline.config import ConfigError, DataConfig
-from pipeline.data import demo
+from pipeline.config import REPO_ROOT, ConfigError, DataConfig, load_experiment
+from pipeline.data import demo, historic_art
 from pipeline.data.historic_art import parse_date
-from pipeline.data.prepare import HISTORIC_ART_PERIODS, WIKIART_STYLES, period_order
-from pipeline.data.sources import load_source
+from pipeline.data.prepare import load_source, period_order
+from pipeline.data.sources import SOURCES, WIKIART_STYLES, recognise
 
 
 def write_jpeg(path: Path, size: tuple[int, int] = (24, 16), seed: int = 0) -> Path:
@@ -244,6 +248,92 @@ def test_demo_is_deterministic_with_five_periods_of_three_artists(tmp_path: Path
 def test_period_order_uses_a_known_chronology() -> None:
     assert period_order({"Rococo", "Medieval", "Baroque"}) == ["Medieval", "Baroque", "Rococo"]
     assert period_order(set(WIKIART_STYLES)) == WIKIART_STYLES
-    assert period_order(set(HISTORIC_ART_PERIODS)) == HISTORIC_ART_PERIODS
+    assert period_order(set(historic_art.PERIODS)) == historic_art.PERIODS
     assert period_order({"b", "a"}) == ["a", "b"]
     assert period_order({"x", "y"}, ["y", "x", "z"]) == ["y", "x"]
+
+
+# The class orders as they were when the chronologies lived in prepare.py, written out so a moved or edited
+# chronology that changes a stored run's class order fails here.
+ORDERS = {
+    "historic_art": ["Medieval", "Early Renaissance", "Northern Renaissance", "High Renaissance", "Mannerism",
+                     "Baroque", "Rococo", "Neoclassicism", "Romanticism", "Realism", "Impressionism", "Art Nouveau"],
+    "wikiart-styles": ["Baroque", "Romanticism", "Impressionism", "Post-Impressionism", "Symbolism", "Art_Nouveau",
+                       "Expressionism"],
+    "demo": ["Synthetic Gothic", "Synthetic Renaissance", "Synthetic Baroque", "Synthetic Impressionism",
+             "Synthetic Modern"],
+}
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+def historic_stand_in(shared: Path, root: Path) -> Path:
+    """A Historic Art folder with a work by each of the reference twelve and by a painter of every period."""
+    metadata = shared / "historic-art-metadata"
+    info = pd.read_csv(metadata / "info_dataset.csv", dtype=str).fillna("")
+    painters = info[(info["school"].str.lower() == "painter") & info["url"].str.contains("/html/")]
+    painters = painters[~painters["artist"].duplicated(keep=False)]
+    chosen = pd.concat([painters.drop_duplicates("period"),
+                        painters[painters["artist"].isin(pd.read_csv(metadata / "twelve_artists.csv")["artist"])]])
+    write_historic_art(root, [(r.artist, r.url.split("/html/")[1].rsplit("/index.html")[0], "1600, oil")
+                              for r in chosen.itertuples()])
+    return root
+
+
+def expected_order(data: DataConfig) -> list[str]:
+    """The class order each config's data had: a wikiart-styles folder, or the source's own chronology."""
+    if data.source == "imagefolder" and data.path and Path(data.path).name == "wikiart-styles":
+        return ORDERS["wikiart-styles"]
+    return ORDERS[data.source]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_keeps_its_period_order(config: Path, tmp_path: Path, shared_datasets: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAINTINGS_SHARED", str(shared_datasets))
+    path = (yaml.safe_load(config.read_text())["data"].get("path") or "")
+    if "${HISTORIC_ART}" in path and not os.environ.get("HISTORIC_ART"):  # the Kaggle set is not shared: a stand-in
+        monkeypatch.setenv("HISTORIC_ART", str(historic_stand_in(shared_datasets, tmp_path / "historic")))
+    data = load_experiment(config).data
+    labels = set(load_source(data, tmp_path).images["period"])
+
+    order = period_order(labels, data.period_order)
+
+    assert order == [p for p in expected_order(data) if p in labels] and set(order) == labels
+
+
+def test_data_path_on_the_shared_wikiart_folder_keeps_its_order(shared_datasets: Path, tmp_path: Path) -> None:
+    config = REPO_ROOT / "configs" / "reference-wikiart.yaml"
+    data = load_experiment(config, data_path=str(shared_datasets / "wikiart-styles")).data
+    assert data.source == "imagefolder" and data.period_order is None
+    assert period_order(set(load_source(data, tmp_path).images["period"])) == ORDERS["wikiart-styles"]
+
+
+def test_the_registry_is_the_list_of_sources(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,period\n")
+    (tmp_path / "kaggle").mkdir()
+    (tmp_path / "kaggle" / "artwork_dataset.csv").write_text("")
+    assert [recognise(tmp_path / "m.csv"), recognise(tmp_path / "kaggle"), recognise(tmp_path)] == \
+        ["manifest", "historic_art", "imagefolder"]
+    with pytest.raises(ConfigError, match="neither a directory nor a manifest"):
+        recognise(tmp_path / "nowhere")
+    config = tmp_path / "x.yaml"
+    config.write_text(yaml.safe_dump({"name": "x", "data": {"source": "flickr"}, "runs": [{"name": "r"}]}))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(config)
+    assert all(name in str(err.value) for name in SOURCES)
+    with pytest.raises(ConfigError, match="unknown data source 'flickr'"):
+        load_source(DataConfig(source="flickr"), tmp_path)
+
+
+def loaded_after(module: str) -> list[str]:
+    """Which of torch, the config and the source registry a fresh interpreter has loaded after importing `module`."""
+    code = (f"import sys, {module}; "
+            "print(' '.join(m for m in ('torch', 'pipeline.config', 'pipeline.data.sources') if m in sys.modules))")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_config_and_registry_import_one_way_without_torch() -> None:
+    """The config reads the registry's names when it checks a file; the registry never reads the config back."""
+    assert loaded_after("pipeline.data.sources") == ["pipeline.data.sources"]
+    assert loaded_after("pipeline.config") == ["pipeline.config"]

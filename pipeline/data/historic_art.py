@@ -14,17 +14,25 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.config import ConfigError
-from pipeline.data.sources import SourceTable, read_csv_checked, skip, to_frame
+from pipeline.data.tables import SourceTable, read_csv_checked, skip, to_frame
+from pipeline.errors import ConfigError
 
 ARTWORKS = "artwork_dataset.csv"
 INFO = "info_dataset.csv"
 TWELVE = "twelve_artists.csv"
 METADATA = "historic-art-metadata"
 SUBSETS = ("twelve_artists",)
+# The chronology of the `period` column of INFO (every period a painter there has), earliest first.
+PERIODS = ["Medieval", "Early Renaissance", "Northern Renaissance", "High Renaissance", "Mannerism", "Baroque",
+           "Rococo", "Neoclassicism", "Romanticism", "Realism", "Impressionism", "Art Nouveau"]
 _ART_DIR = re.compile(r"/art/(.+)/[^/]+$")
 _HTML_DIR = re.compile(r"/html/(.+?)/(?:index\.html?)?$")
 _YEARISH = re.compile(r"\d{3,4}")
+
+
+def is_historic_art(path: Path) -> bool:
+    """A folder with the artworks table: what `--data PATH` takes for this layout."""
+    return (path / ARTWORKS).exists()
 
 
 def read_historic_art(root: Path, subset: str | None, shared: Path) -> SourceTable:

@@ -12,6 +12,7 @@ and split, so a folder that changed is a new version (and stored runs keep point
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,19 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ConfigError, DataConfig
-from pipeline.data import demo
+from pipeline.config import DEFAULT_SHARED, ConfigError, DataConfig
 from pipeline.data.cache import load_or_build
 from pipeline.data.dedup import content_hash, deduplicate
 from pipeline.data.images import file_problem
-from pipeline.data.sources import load_source, skip
+from pipeline.data.sources import KNOWN_ORDERS, SOURCES
 from pipeline.data.splits import assign_splits
+from pipeline.data.tables import SourceTable, keep_known_periods, skip
 
-HISTORIC_ART_PERIODS = ["Medieval", "Early Renaissance", "Northern Renaissance", "High Renaissance", "Mannerism",
-                        "Baroque", "Rococo", "Neoclassicism", "Romanticism", "Realism", "Impressionism", "Art Nouveau"]
-WIKIART_STYLES = ["Baroque", "Romanticism", "Impressionism", "Post-Impressionism", "Symbolism", "Art_Nouveau",
-                  "Expressionism"]
-KNOWN_ORDERS = [HISTORIC_ART_PERIODS, WIKIART_STYLES, demo.PERIODS]
 IMAGE_COLUMNS = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height",
                  "cache_index", "thumbnail"]
 SKIPPED_COLUMNS = ["path", "row", "reason", "stage"]
@@ -107,6 +103,30 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
     return data
 
 
+def load_source(cfg: DataConfig, work_dir: Path) -> SourceTable:
+    """Read the configured source through the registry; `work_dir` is where a generated (demo) set is written."""
+    source = SOURCES.get(cfg.source)
+    if source is None:
+        raise ConfigError(f"unknown data source {cfg.source!r}; use one of {', '.join(SOURCES)}")
+    if source.generated:
+        path = Path(cfg.path) if cfg.path else Path(work_dir) / cfg.source
+    else:
+        if not cfg.path:
+            raise ConfigError(f"data.path is required for source {cfg.source!r}")
+        path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"data path {path} does not exist (source {cfg.source!r})")
+    table = source.read(path, cfg.subset, shared_dir())
+    if cfg.period_order:
+        table = keep_known_periods(table, list(cfg.period_order))
+    return table
+
+
+def shared_dir() -> Path:
+    """The shared real datasets ($PAINTINGS_SHARED, default ../shared/datasets)."""
+    return Path(os.environ.get("PAINTINGS_SHARED", str(DEFAULT_SHARED)))
+
+
 def content_digest(images: pd.DataFrame) -> str:
     """sha1 of the rows' ids, content hashes, labels and splits, whatever their order (stored rows give the same)."""
     rows = images[VERSION_COLUMNS].astype(object)
@@ -140,10 +160,11 @@ def check_trainable(data: PreparedData, where: str) -> None:
 
 
 def period_order(labels: set[str], given: list[str] | None = None) -> list[str]:
-    """Class order: the configured one, else a known chronology containing every label, else sorted."""
+    """Class order: the configured one, else a known chronology containing every label (a source's own or a named
+    set's, `KNOWN_ORDERS`), else sorted."""
     if given:
         return [p for p in given if p in labels]
-    for order in KNOWN_ORDERS:
+    for order in KNOWN_ORDERS.values():
         if labels <= set(order):
             return [p for p in order if p in labels]
     return sorted(labels)

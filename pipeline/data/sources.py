@@ -1,80 +1,43 @@
-"""Every data source ends in one table: images(image_id, path, period, artist, title, date, row).
+"""The data sources, as a registry: each kind of input, how it is read, recognised and ordered.
 
-A source only reads labels and file names; it never opens an image. Rows it cannot use
-(missing label, non-image file, unknown artist …) are returned as skips with the file, the
-CSV row and a reason; only input that is unusable as a whole raises ConfigError.
+Every source ends in one table: images(image_id, path, period, artist, title, date, row)
+(`pipeline.data.tables`). A source only reads labels and file names; it never opens an image.
+Rows it cannot use (missing label, non-image file, unknown artist …) are returned as skips with
+the file, the CSV row and a reason; only input that is unusable as a whole raises ConfigError.
+
+`SOURCES` is the one list of kinds: the config's allowed `data.source` values come from its keys,
+`--data PATH` tries its recognisers in order, and its chronologies order the periods.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from pipeline.config import DEFAULT_SHARED, ConfigError, DataConfig
+from pipeline.data import demo, historic_art
 from pipeline.data.images import SYMLINK_LOOP
+from pipeline.data.tables import IMAGE_EXTENSIONS, SourceTable, read_csv_checked, skip, to_frame
+from pipeline.errors import ConfigError
 
-IMAGE_COLUMNS = ["image_id", "path", "period", "artist", "title", "date", "row"]
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-
-
-@dataclass
-class SourceTable:
-    """`images` has IMAGE_COLUMNS; `row` is the CSV line (header = line 1) or <NA>."""
-
-    images: pd.DataFrame
-    skipped: list[dict] = field(default_factory=list)
-    synthetic: bool = False
+Reader = Callable[[Path, str | None, Path], SourceTable]  # (path, data.subset, the shared datasets folder)
 
 
-def shared_dir() -> Path:
-    """The shared real datasets ($PAINTINGS_SHARED, default ../shared/datasets)."""
-    return Path(os.environ.get("PAINTINGS_SHARED", str(DEFAULT_SHARED)))
+@dataclass(frozen=True)
+class Source:
+    """One kind of input.
 
+    `read(path, subset, shared)` builds its table; `recognises(path)` says whether `--data PATH` is this kind
+    (None: never guessed); `chronology` is its own period order, earliest first (empty: none of its own);
+    `generated` sources need no path: they write their input under the work folder when none is given.
+    """
 
-def skip(path: str | Path, row: int | None, reason: str, stage: str = "source") -> dict:
-    return {"path": str(path), "row": row, "reason": reason, "stage": stage}
-
-
-def load_source(cfg: DataConfig, work_dir: Path) -> SourceTable:
-    """Read the configured source; `work_dir` is where the demo set is generated."""
-    if cfg.source == "demo":
-        from pipeline.data.demo import generate_demo
-
-        manifest = generate_demo(Path(cfg.path) if cfg.path else Path(work_dir) / "demo")
-        table = read_manifest(manifest)
-        table.synthetic = True
-    else:
-        if not cfg.path:
-            raise ConfigError(f"data.path is required for source {cfg.source!r}")
-        path = Path(cfg.path).expanduser()
-        if not path.exists():
-            raise ConfigError(f"data path {path} does not exist (source {cfg.source!r})")
-        if cfg.source == "imagefolder":
-            table = read_imagefolder(path)
-        elif cfg.source == "manifest":
-            table = read_manifest(path)
-        elif cfg.source == "historic_art":
-            from pipeline.data.historic_art import read_historic_art
-
-            table = read_historic_art(path, cfg.subset, shared_dir())
-        else:
-            raise ConfigError(f"unknown data source {cfg.source!r}")
-    if cfg.period_order:
-        table = keep_known_periods(table, list(cfg.period_order))
-    return table
-
-
-def to_frame(records: list[dict]) -> pd.DataFrame:
-    """Records to the images table: text columns hold str or None, `row` is Int64."""
-    df = pd.DataFrame.from_records(records, columns=IMAGE_COLUMNS)
-    for col in IMAGE_COLUMNS[:-1]:
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
-    df["row"] = df["row"].astype("Int64")
-    return df
+    read: Reader
+    recognises: Callable[[Path], bool] | None = None
+    chronology: Sequence[str] = ()
+    generated: bool = False
 
 
 def read_imagefolder(root: Path) -> SourceTable:
@@ -143,22 +106,6 @@ def _revisit_reason(dirpath: str, real: str) -> str:
     return f"folder already read through another link ({real})"
 
 
-def read_csv_checked(path: Path, required: list[str]) -> pd.DataFrame:
-    """A CSV as strings ('' for empty), column names stripped; all missing columns in one error."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"{path} is empty; expected a header with columns {', '.join(required)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not a readable CSV: {exc}") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing required column(s) {', '.join(missing)}; "
-                          f"found {', '.join(df.columns) or 'none'}")
-    return df.apply(lambda s: s.str.strip())
-
-
 def read_manifest(csv_path: Path) -> SourceTable:
     """`path,period[,artist,title,date,image_id]`; paths relative to the CSV's folder or absolute."""
     if csv_path.is_dir():
@@ -192,11 +139,44 @@ def read_manifest(csv_path: Path) -> SourceTable:
     return SourceTable(to_frame(records), skipped)
 
 
-def keep_known_periods(table: SourceTable, order: list[str]) -> SourceTable:
-    """Rows whose label is outside `period_order` are skipped, naming the known labels."""
-    df = table.images
-    unknown = ~df["period"].isin(order)
-    known = ", ".join(order)
-    skipped = [skip(r.path, None if pd.isna(r.row) else int(r.row), f"unknown period {r.period!r} (known: {known})")
-               for r in df[unknown].itertuples(index=False)]
-    return SourceTable(df[~unknown].reset_index(drop=True), table.skipped + skipped, table.synthetic)
+def read_demo(folder: Path, subset: str | None = None, shared: Path | None = None) -> SourceTable:
+    """The synthetic set, generated into `folder` unless already there, read as the manifest it writes."""
+    table = read_manifest(demo.generate_demo(folder))
+    table.synthetic = True
+    return table
+
+
+def _path_only(read: Callable[[Path], SourceTable]) -> Reader:
+    return lambda path, subset, shared: read(path)
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
+
+
+# Insertion order is the order `--data PATH` tries them: a Historic Art folder is a directory too.
+SOURCES: dict[str, Source] = {
+    "manifest": Source(_path_only(read_manifest), recognises=_is_manifest),
+    "historic_art": Source(historic_art.read_historic_art, recognises=historic_art.is_historic_art,
+                           chronology=historic_art.PERIODS),
+    "imagefolder": Source(_path_only(read_imagefolder), recognises=Path.is_dir),
+    "demo": Source(read_demo, chronology=demo.PERIODS, generated=True),
+}
+
+# An ImageFolder has no chronology of its own; the shared set ../shared/datasets/wikiart-styles (7 styles as
+# folders) is ordered by this one, whether named in a config or given as `--data PATH`.
+WIKIART_STYLES = ["Baroque", "Romanticism", "Impressionism", "Post-Impressionism", "Symbolism", "Art_Nouveau",
+                  "Expressionism"]
+# Period orders `period_order` tries, by name: every source's own, then the named sets above.
+KNOWN_ORDERS: dict[str, list[str]] = {
+    **{name: list(source.chronology) for name, source in SOURCES.items() if source.chronology},
+    "wikiart-styles": WIKIART_STYLES,
+}
+
+
+def recognise(path: Path) -> str:
+    """The kind of source at `path`, for `--data PATH`: the first whose recogniser accepts it."""
+    for name, source in SOURCES.items():
+        if source.recognises is not None and source.recognises(path):
+            return name
+    raise ConfigError(f"data path {path} is neither a directory nor a manifest .csv")
