@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from pipeline.data.labels import label_targets
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import forward_pass, score_outputs
+from pipeline.evaluate import score_outputs
+from pipeline.inference import forward_pass
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
-from pipeline.train import label_targets
 
 NAME = "evaluation"
 TARGET = 0.85

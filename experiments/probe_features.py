@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.config import DEFAULT_SHARED, DataConfig, SplitConfig
 from pipeline.data.prepare import prepare
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import forward_pass
+from pipeline.inference import forward_pass
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 

@@ -31,7 +31,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import predict_views, softmax
+from pipeline.inference import predict_views, softmax
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 

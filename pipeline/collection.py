@@ -26,10 +26,11 @@ import yaml
 from pipeline import checkpoint, store
 from pipeline.attribute import AttributionResult, attribute_run
 from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfig, SplitConfig, _expand, detect_source
+from pipeline.data.labels import label_targets
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.evaluate import Evaluation, pick_device, score_outputs
+from pipeline.evaluate import Evaluation, score_outputs
 from pipeline.explain import LoadedRun, load_run
-from pipeline.train import label_targets
+from pipeline.inference import pick_device
 
 DEFAULT_MAX_ATTRIBUTIONS = 200  # runs made before their attribution settings were kept beside the checkpoint
 

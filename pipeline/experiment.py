@@ -32,10 +32,13 @@ import yaml
 from pipeline import checkpoint, store
 from pipeline.attribute import attribute_run
 from pipeline.config import Experiment, RunConfig
+from pipeline.data.labels import label_targets
 from pipeline.data.prepare import PreparedData, check_trainable, content_digest, prepare
 from pipeline.data.transforms import tta_views
-from pipeline.evaluate import heads_pass, mean_of_views, score_outputs
-from pipeline.train import TrainResult, end_distributed, frozen_features, is_global_zero, label_targets, train
+from pipeline.distributed import end_distributed, is_global_zero
+from pipeline.evaluate import score_outputs
+from pipeline.inference import heads_pass, mean_of_views
+from pipeline.train import TrainResult, frozen_features, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
 

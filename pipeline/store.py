@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -384,13 +383,6 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | pd.Data
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
     finally:
         con.unregister("_incoming")
-
-
-def float_lists(matrix: np.ndarray) -> pa.Array:
-    """A (n, d) float matrix as an Arrow list column (one list per row) without Python loops."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    n, d = matrix.shape
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)), pa.array(matrix.ravel()))
 
 
 # ---------------------------------------------------------------- datasets

@@ -5,8 +5,7 @@ such stages compute the features once and train only the heads on them: exact, n
 approximation, and one backbone pass instead of one per epoch.
 
 Several processes (`devices`, `num_nodes`, `distributed: ddp` in the run config) are Lightning's
-DDP strategy, nothing of ours: Lightning's launcher re-executes the command once per extra
-device (or torchrun/SLURM start every process), each process runs the same experiment, trains
+DDP strategy (ranks, timeout and launched processes: pipeline/distributed.py): each process trains
 on its shard of the data (Lightning puts a DistributedSampler into our loaders), epoch metrics
 are reduced across processes, and after training only global rank 0 evaluates and writes
 (pipeline/experiment.py). A frozen-backbone stage computes the features in every process
@@ -25,7 +24,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +31,18 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
-from pytorch_lightning.strategies import DDPStrategy
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.data.labels import IGNORE, label_targets
 from pipeline.data.loaders import make_loader
 from pipeline.data.prepare import PreparedData
 from pipeline.data.transforms import BatchTransform
-from pipeline.evaluate import forward_pass, pick_device
+from pipeline.distributed import ShardReport, backend, is_global_zero, keep_launched, lightning_strategy, local_rank
+from pipeline.inference import forward_pass, pick_device
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import apply_strategy, unfreeze_all
-from pipeline.models.lightning import IGNORE, ClassifierModule
+from pipeline.models.lightning import ClassifierModule
 
 
 @contextlib.contextmanager
@@ -57,11 +56,6 @@ def lightning_quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         yield
-
-
-# Between two distributed runs the other ranks wait in the next run's first collective while rank 0 evaluates,
-# attributes and stores the previous run, so the process group waits longer than torch's 30-minute default.
-DDP_TIMEOUT = timedelta(hours=4)
 
 
 @dataclass
@@ -89,62 +83,11 @@ class TrainResult:
     global_rank: int = 0
 
 
-def is_global_zero() -> bool:
-    """Whether this process is (or will be) global rank 0: the one that writes the store.
-
-    Inside a process group torch.distributed says. Before one exists, the launcher's environment does:
-    RANK (torchrun), NODE_RANK/LOCAL_RANK (Lightning's `ddp` launcher, which starts the extra local ranks when
-    rank 0 reaches its first fit), SLURM_PROCID. A process started by none of them is rank 0.
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    if "LOCAL_RANK" in env:
-        return int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
-    return int(env.get("SLURM_PROCID", 0)) == 0
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-
-
-_LAUNCHED: list = []  # processes Lightning's `ddp` launcher started from this one (subprocess.Popen)
-
-
-def end_distributed(failed: bool, wait_s: float = 120.0) -> None:
-    """End of an experiment: leave the process group, and in a process that launched others, wait for them to finish
-    their share (kill them at once after a failure here, so none is left waiting in a collective)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    deadline = time.monotonic() + wait_s
-    while _LAUNCHED:
-        proc = _LAUNCHED.pop()
-        if failed:
-            proc.kill()
-        else:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception:  # subprocess.TimeoutExpired: it should have ended with its last run
-                proc.kill()
-        proc.wait()
-
-
 def stages_for(run: RunConfig) -> list[Stage]:
     if run.strategy == "two_stage":
         return [Stage("head", run.epochs, run.lr), Stage("finetune", run.stage2_epochs, run.lr * run.stage2_lr_factor)]
     name = {"head": "head", "finetune": "finetune", "partial": "partial"}[run.strategy]
     return [Stage(name, run.epochs, run.lr)]
-
-
-def label_targets(images: pd.DataFrame, labels: dict[str, list[str]]) -> np.ndarray:
-    """Class index per image and task; IGNORE where an image has no (known) label for the task."""
-    columns = []
-    for task, names in labels.items():
-        codes = pd.Categorical(images[task], categories=names).codes.astype(np.int64)
-        columns.append(np.where(codes < 0, IGNORE, codes))
-    return np.stack(columns, axis=1)
 
 
 class EpochRecorder(Callback):
@@ -186,30 +129,6 @@ class BestWeights(Callback):
         if acc > self.best:
             self.best, self.epoch = acc, self.offset + trainer.current_epoch + 1
             self.state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
-
-
-class ShardReport(Callback):
-    """With several processes, each rank says how much data it trains on and the val_acc it sees (the same on
-    every rank: the metrics are reduced across processes)."""
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.world_size > 1:
-            train_n = len(trainer.train_dataloader.sampler)
-            val_n = sum(len(loader.sampler) for loader in _loaders(trainer.val_dataloaders))
-            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size} ({trainer.strategy.process_group_backend})"
-                  f": {train_n} train / {val_n} val images on this rank", flush=True)
-
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.world_size > 1:
-            acc = trainer.callback_metrics.get("val_acc")
-            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size}: last val_acc="
-                  f"{float(acc) if acc is not None else float('nan'):.6f}", flush=True)
-
-
-def _loaders(loaders) -> list:
-    if loaders is None:
-        return []
-    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
 def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainResult:
@@ -281,14 +200,14 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         with lightning_quiet():
             trainer.fit(module, *loaders)
         world_size, rank = trainer.world_size, trainer.global_rank
-        _LAUNCHED.extend(p for p in getattr(trainer.strategy.launcher, "procs", []) if p not in _LAUNCHED)
+        keep_launched(trainer)
         history += recorder.rows
         if best.state is not None:
             model.load_state_dict(best.state)
     seconds = time.perf_counter() - started
     torch.set_num_threads(threads)
     if world_size > 1:
-        notes.append(f"trained on {world_size} processes (DDP, {_backend()}), each on its shard of the data")
+        notes.append(f"trained on {world_size} processes (DDP, {backend()}), each on its shard of the data")
     if features is not None and any(s.name != "head" for s in stages):
         features = mirrored = None  # the backbone changed after the features were taken
     view_features = {"centre": features, "centre-flip": mirrored} if features is not None else {}
@@ -349,12 +268,6 @@ def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTra
     return features
 
 
-def _backend() -> str:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return str(torch.distributed.get_backend())
-    return "?"
-
-
 def make_trainer(
     run: RunConfig, device: torch.device, from_features: bool, epochs: int, callbacks: list, progress: bool,
     root_dir: str | None = None,
@@ -367,7 +280,7 @@ def make_trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=run.devices if gpu or isinstance(run.devices, int) else 1,  # CPU: an int is a process count
         num_nodes=run.num_nodes,
-        strategy=DDPStrategy(timeout=DDP_TIMEOUT) if run.distributed == "ddp" else run.distributed,
+        strategy=lightning_strategy(run.distributed),
         precision="bf16-mixed" if device.type == "cuda" and not from_features else "32-true",
         callbacks=callbacks,
         logger=False,

@@ -12,8 +12,8 @@ import torch
 from pipeline.config import ConfigError, DataConfig, RunConfig, SplitConfig
 from pipeline.data.prepare import prepare
 from pipeline.data.transforms import CONTENT_LEVEL, BatchTransform, content_box, tta_views
-from pipeline.evaluate import forward_pass, softmax
 from pipeline.experiment import predict, run_experiment
+from pipeline.inference import forward_pass, softmax
 from pipeline.models.backbones import build_backbone
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.lightning import warmup_cosine
@@ -166,7 +166,7 @@ def test_discriminative_learning_rates_fall_block_by_block_towards_the_stem():
 
 
 def test_class_balanced_weights_make_every_class_weigh_the_same():
-    from pipeline.models.lightning import IGNORE
+    from pipeline.data.labels import IGNORE
     from pipeline.train import class_weights
 
     targets = np.array([[0], [0], [0], [0], [0], [0], [1], [1], [2], [IGNORE]])

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import store
+from pipeline.arrays import float_lists
 from tests.conftest import REPO_ROOT
 
 
@@ -25,12 +26,12 @@ def record(run_id: str, n: int, version: str) -> store.RunRecord:
         labels={"period": ["A", "B"]},
         epochs=pd.DataFrame({"run_id": [run_id], "stage": ["head"], "epoch": [1], "val_acc": [0.5]}),
         predictions=pa.table({"run_id": [run_id] * n, "image_id": ids, "task": ["period"] * n,
-                              "pred_label": ["A"] * n, "probs": store.float_lists(probs)}),
+                              "pred_label": ["A"] * n, "probs": float_lists(probs)}),
         metrics=pd.DataFrame({"run_id": [run_id], "split": ["test"], "task": ["period"], "metric": ["accuracy"],
                               "label": [None], "value": [0.5]}),
         confusion=pd.DataFrame({"run_id": [run_id], "split": ["test"], "task": ["period"], "true_label": ["A"],
                                 "pred_label": ["A"], "count": [n]}),
-        embeddings=pa.table({"run_id": [run_id] * n, "image_id": ids, "vector": store.float_lists(probs),
+        embeddings=pa.table({"run_id": [run_id] * n, "image_id": ids, "vector": float_lists(probs),
                              "x": np.zeros(n, np.float32), "y": np.zeros(n, np.float32)}),
     )
 

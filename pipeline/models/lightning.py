@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import RunConfig
+from pipeline.data.labels import IGNORE
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import keep_frozen_in_eval, parameter_groups
-
-IGNORE = -100  # target of an image without a label for that task (e.g. unknown artist)
 
 
 class ClassifierModule(pl.LightningModule):
