@@ -45,37 +45,29 @@ def similarity(value: float, digits: int = 2) -> str:
 PAGE_SIZE = 24  # thumbnails per page, on every paged grid
 
 
-def page_from_url(key: str, total: int) -> tuple[int, int]:
-    """The page the URL asks for under `key` (absent means 1), kept within the pages `total` rows fill; and that
-    count. A shared link to a page that no longer exists (the store changed) lands on the last one."""
+def pager(key: str, total: int) -> int:
+    """The one pager of every paged grid: "page k of n" between ← previous and next →, the page kept in the URL under
+    `key` (absent means 1) so a link restores it. A link's page past the end (the store or the filters changed since)
+    shows the last page and says so. Draws nothing when everything fits on one page; returns the page, from 1."""
     pages = max(1, math.ceil(total / PAGE_SIZE))
-    return min(max(state.get_int(key, 1), 1), pages), pages
-
-
-def page_buttons(key: str, page_no: int, pages: int) -> None:
-    """← previous / next → under a grid: each moves the URL's page under `key` and reruns."""
-    prev_col, info_col, next_col = st.columns([1, 2, 1])
-    if prev_col.button("← previous", disabled=page_no <= 1):
-        state.put(**{key: page_no - 1})
-        st.rerun()
-    info_col.markdown(f"page {page_no} of {pages}")
-    if next_col.button("next →", disabled=page_no >= pages):
-        state.put(**{key: page_no + 1})
-        st.rerun()
-
-
-def page_picker(label: str, key: str, total: int) -> int:
-    """A page number box for a grid, kept in the URL under `key` (absent means page 1); none for a single page."""
-    current, pages = page_from_url(key, total)
+    asked = state.get_int(key, 1)
+    page_no = min(max(asked, 1), pages)
+    if asked != page_no:
+        st.info(f"There is no page {asked}: {total:,} images fill {pages} page{'s' if pages > 1 else ''}. "
+                f"Showing page {page_no}.")
+    state.put(**{key: page_no if page_no > 1 else None})
     if pages == 1:
-        state.put(**{key: None})
-        return 1
-    widget_key = f"w_{key}_{pages}"
-    state.seed(widget_key, current)
-    page = int(st.number_input(f"{label} (of {pages})", 1, pages, key=widget_key))
-    state.put(**{key: page if page > 1 else None})
-    state.remember(widget_key, page)
-    return page
+        return page_no
+    prev_col, info_col, next_col = st.columns([1, 2, 1], vertical_alignment="center")
+    prev_col.button("← previous", key=f"{key}_previous", disabled=page_no <= 1, on_click=_go, args=(key, page_no - 1))
+    info_col.markdown(f"page {page_no} of {pages}")
+    next_col.button("next →", key=f"{key}_next", disabled=page_no >= pages, on_click=_go, args=(key, page_no + 1))
+    return page_no
+
+
+def _go(key: str, page_no: int) -> None:
+    """A pager button's click: the URL moves to the page before the rerun draws it."""
+    state.put(**{key: page_no if page_no > 1 else None})
 
 
 def choose_runs(label: str, table: pd.DataFrame, default: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tests.conftest import open_dashboard, sql
 pytestmark = pytest.mark.slow  # every test reads the demo store (a session fixture that trains 5 runs)
 
 HOME = Path(__file__).resolve().parent.parent / "dashboard" / "Home.py"
-PAGE_SIZE = 24  # dashboard/views/compare.py
+PAGE_SIZE = 24  # dashboard/ui.py
 
 
 def open_page(store: Path, monkeypatch, **params) -> AppTest:
@@ -115,7 +116,6 @@ def test_thumbnail_pages_are_paged_in_sql(demo_store, monkeypatch):
     first = open_page(demo_store, monkeypatch, runs=[a, b], split="train").tabs[tab].get("image")
     second = open_page(demo_store, monkeypatch, runs=[a, b], split="train", **{key: "2"}).tabs[tab].get("image")
     assert len(second) == min(PAGE_SIZE, total - PAGE_SIZE)
-    captions = lambda images: {img.proto.imgs[0].caption.split("\n")[0] for img in images}  # noqa: E731
     assert not captions(first) & captions(second)
 
 
@@ -128,7 +128,7 @@ def heatmap_z(at: AppTest, index: int) -> np.ndarray:
     return np.array(z, dtype=float)
 
 
-def test_normalisation_and_page_widgets_write_the_url(demo_store, monkeypatch):
+def test_normalisation_writes_the_url(demo_store, monkeypatch):
     a, b = "tiny/head", "tiny/finetune"
     at = open_page(demo_store, monkeypatch, runs=[a, b], split="train")
     assert np.allclose(heatmap_z(at, 1).sum(axis=1), 1.0)  # A's matrix, row-normalised by default
@@ -137,9 +137,41 @@ def test_normalisation_and_page_widgets_write_the_url(demo_store, monkeypatch):
     n_train = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND split = 'train' "
                               "AND task = 'period'", [a])[0][0]
     assert heatmap_z(at, 1).sum() == n_train
-    if at.number_input:
-        at.number_input[0].set_value(2).run()
-        assert not at.exception and at.query_params["page_ab"] == "2"
+
+
+def test_disagreements_page_through_the_shared_pager(demo_store, monkeypatch):
+    """The pager of the Errors gallery (ui.pager): `next →` moves the URL and the thumbnails to page 2 of n, and a
+    link past the end shows the last page with a note saying so."""
+    a, b = "tiny/head", "tiny/finetune"
+    n_b, n_c = discordant(demo_store, a, b, "train")
+    key, total, tab = ("page_ab", n_b, 0) if n_b >= n_c else ("page_ba", n_c, 1)
+    if total <= PAGE_SIZE:
+        pytest.skip("the demo runs disagree on too few images for a second page")
+    pages = -(-total // PAGE_SIZE)
+    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train")
+    assert not at.number_input  # one pager on every page: buttons and "page k of n"
+    assert page_label(at, tab) == f"page 1 of {pages}" and key not in at.query_params
+    first = captions(at.tabs[tab].get("image"))
+    at.button(key=f"{key}_next").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params[key] in ("2", ["2"]) and page_label(at, tab) == f"page 2 of {pages}"
+    assert len(at.tabs[tab].get("image")) == min(PAGE_SIZE, total - PAGE_SIZE)
+    assert not first & captions(at.tabs[tab].get("image"))
+    past = open_page(demo_store, monkeypatch, runs=[a, b], split="train", **{key: str(pages + 3)})
+    assert [i.value for i in past.tabs[tab].info] == [
+        f"There is no page {pages + 3}: {total:,} images fill {pages} pages. Showing page {pages}."]
+    assert page_label(past, tab) == f"page {pages} of {pages}" and past.query_params[key] in (str(pages), [str(pages)])
+    assert len(past.tabs[tab].get("image")) == total - (pages - 1) * PAGE_SIZE
+
+
+def page_label(at: AppTest, tab: int) -> str:
+    """The pager's "page k of n" in one tab of disagreements."""
+    return next(m.value for m in at.tabs[tab].markdown if re.fullmatch(r"page \d+ of \d+", m.value))
+
+
+def captions(images) -> set[str]:
+    """The image ids of thumbnails (the first line of each caption)."""
+    return {img.proto.imgs[0].caption.split("\n")[0] for img in images}
 
 
 def test_runs_on_different_datasets_show_only_metrics(altered_store, monkeypatch):

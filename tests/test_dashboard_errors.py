@@ -75,7 +75,8 @@ def at_page(at: AppTest, number: int) -> AppTest:
 
 @pytest.mark.slow
 def test_gallery_pages(monkeypatch, demo_store):
-    """Page 2 from the URL and from the `next →` button: the tiles that follow page 1's, in the same order."""
+    """Page 2 from the URL and from the pager's `next →`: the tiles that follow page 1's, in the same order; back with
+    `← previous`; a link past the end shows the last page and says so (ui.pager, as on Compare)."""
     run = "tiny/head"
     expected = [image for image, _ in expected_order(demo_store, run, "most confident first", split=None)]
     first = app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all")
@@ -83,15 +84,32 @@ def test_gallery_pages(monkeypatch, demo_store):
     pages = -(-len(expected) // size)
     assert size > 0 and pages >= 2 and gallery_count(first) == len(expected)
     assert tiles(first) == expected[:size]
-    assert any(m.value == f"page 1 of {pages}" for m in first.markdown)
+    assert page_label(first) == f"page 1 of {pages}" and "page" not in first.query_params
+    assert first.button(key="page_previous").disabled and not first.button(key="page_next").disabled
     second = at_page(app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all"), 2)
     assert tiles(second) == expected[size : 2 * size]
-    assert any(m.value == f"page 2 of {pages}" for m in second.markdown)
-    next(b for b in first.button if b.label == "next →").click().run()
+    assert page_label(second) == f"page 2 of {pages}"
+    first.button(key="page_next").click().run()
     assert not first.exception, first.exception
-    assert first.query_params["page"] in ("2", ["2"]) and tiles(first) == tiles(second)
+    assert url_page(first) == "2" and page_label(first) == f"page 2 of {pages}" and tiles(first) == tiles(second)
+    first.button(key="page_previous").click().run()
+    assert "page" not in first.query_params and tiles(first) == expected[:size]
     last = at_page(app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all"), pages + 5)
-    assert tiles(last) == expected[(pages - 1) * size :]  # past the end: the last page
+    assert tiles(last) == expected[(pages - 1) * size :]  # past the end: the last page, with a note saying so
+    assert [i.value for i in last.info] == [f"There is no page {pages + 5}: {len(expected):,} images fill {pages} "
+                                            f"pages. Showing page {pages}."]
+    assert page_label(last) == f"page {pages} of {pages}" and url_page(last) == str(pages)
+    assert last.button(key="page_next").disabled
+
+
+def page_label(at: AppTest) -> str:
+    """The pager's "page k of n"."""
+    return next(m.value for m in at.markdown if re.fullmatch(r"page \d+ of \d+", m.value))
+
+
+def url_page(at: AppTest) -> str:
+    value = at.query_params["page"]
+    return value[0] if isinstance(value, list) else value
 
 
 def tiles(at: AppTest) -> list[str]:

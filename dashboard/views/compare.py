@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 from dashboard import state
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import PAGE_SIZE, choose_runs, md_escape, page_picker
+from dashboard.ui import PAGE_SIZE, choose_runs, md_escape, pager
 
 GRID = 8
 METRIC_NAMES = {
@@ -124,14 +124,14 @@ def thumbnail_grid(images: pd.DataFrame) -> None:
 
 
 def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, key: str) -> None:
-    """One direction of the disagreements: count, page picker, one page of thumbnails (paged in SQL)."""
+    """One direction of the disagreements: count, pager, one page of thumbnails (paged in SQL)."""
     r, w = md_escape(right), md_escape(wrong)
     st.caption(f"{total:,} {md_escape(split)} images: **{r}** right, **{w}** wrong "
                f"(most confident mistakes of {w} first; caption: true → {w}'s guess)")
     if total == 0:
         st.write("None.")
         return
-    page = page_picker("Page", key, total)
+    page = pager(key, total)
     images = q.right_wrong_images(right, wrong, split, task, PAGE_SIZE, (page - 1) * PAGE_SIZE)
     thumbnail_grid(images)
 

@@ -11,7 +11,7 @@ from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
-from dashboard.ui import PAGE_SIZE, md_escape, page_buttons, page_from_url
+from dashboard.ui import PAGE_SIZE, md_escape, pager
 
 COLUMNS = 6
 EXPORT_LIMIT = 500
@@ -57,13 +57,13 @@ if not cm.empty:
             st.rerun()
 
 total = gallery.count(f)
-page_no, pages = page_from_url("page", total)
 st.subheader(f"{total:,} images")
 st.caption(md_escape(f.describe()))
 if total == 0:
     st.info("No image matches these filters.")
     st.stop()
 
+page_no = pager("page", total)
 rows = gallery.page(f, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
 for start in range(0, len(rows), COLUMNS):
     for col, r in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
@@ -78,8 +78,6 @@ for start in range(0, len(rows), COLUMNS):
                 + (f" · {r.annotations} note(s)" if r.annotations else ""),
                 unsafe_allow_html=True,
             )
-
-page_buttons("page", page_no, pages)
 
 with st.expander("Share this gallery"):
     st.write("This page's URL holds every filter: send it to anyone with access to this dashboard. "
