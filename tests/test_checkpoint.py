@@ -82,7 +82,7 @@ def test_a_missing_checkpoint_says_where_it_was_looked_for(tta_run: Path, tmp_pa
 
 @pytest.mark.slow  # trains a run
 def test_upload_shows_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> None:
-    from dashboard.views.upload import explain_upload
+    from dashboard.uploads import explain_upload
 
     (path, stored), = stored_test_predictions(tta_run)[:1]
     got = explain_upload(tta_run, RUN_ID, Path(path).read_bytes(), Path(path).name).probabilities

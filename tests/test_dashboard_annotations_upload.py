@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +17,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard.queries import verdicts
-from dashboard.views.upload import UploadError, explain_upload, load
+from dashboard.uploads import UploadError, explain_upload, load
 from pipeline.config import AttributionConfig
 from pipeline.experiment import run_experiment
-from tests.conftest import TINY_EXPERIMENT, copy_store, make_experiment, open_dashboard, sql
+from tests.conftest import REPO_ROOT, TINY_EXPERIMENT, copy_store, make_experiment, open_dashboard, sql
 
 pytestmark = pytest.mark.slow  # every test reads a store built by a session fixture (a run trained)
 
@@ -237,3 +240,28 @@ def test_upload_page_shows_probabilities_and_overlays_or_an_error(store_without_
     captions = [c for image in at.get("image") for c in image.captions]
     assert captions == ["your upload", "guided backprop", "integrated gradients", "grad cam"]
     assert at.slider(key="w_alpha").value == 0.8
+
+
+TORCH_PROBE = """
+import sys
+from pathlib import Path
+from streamlit.testing.v1 import AppTest
+views = Path(sys.argv[1]) / "dashboard" / "views"
+at = AppTest.from_file(str(views.parent / "Home.py"), default_timeout=120)
+for page in sorted(p.name for p in views.glob("*.py") if p.name != "upload.py") + ["upload.py"]:
+    at.switch_page(f"views/{page}")
+    at.run()
+    assert not at.exception, (page, at.exception)
+    print(page, "torch" in sys.modules)
+"""
+
+
+def test_only_the_upload_page_imports_torch(store_without_attributions):
+    """Every other page is SQL over the store: opened in a fresh process, none of them loads torch; Upload does."""
+    env = {**os.environ, "PERIODEYE_STORE": str(store_without_attributions)}
+    done = subprocess.run([sys.executable, "-c", TORCH_PROBE, str(REPO_ROOT)], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split() for line in done.stdout.splitlines())
+    assert len(seen) >= 9 and seen.pop("upload.py") == "True"
+    assert set(seen.values()) == {"False"}, seen
