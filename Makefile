@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= configs/demo.yaml
 DATA ?=
 
-.PHONY: artifacts test test-fast lint screenshots bench soak dashboard clean
+.PHONY: artifacts test test-fast lint types screenshots bench soak dashboard clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml  ## the pinned environment, then Period Eye itself (editable: `periodeye`)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,9 @@ soak: $(VENV)/.installed  ## the dashboard in 3 real browsers while 2 pipeline w
 
 lint: $(VENV)/.installed  ## ruff over everything (.ci/run runs it before the tests)
 	$(PY) -m ruff check .
+
+types: $(VENV)/.installed  ## mypy over the files pyproject.toml's [tool.mypy] lists (.ci/run runs it after lint)
+	$(PY) -m mypy
 
 clean:
 	rm -rf artifacts
