@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import streamlit as st
 
 
+@overload
+def get(name: str, default: str) -> str: ...
+@overload
+def get(name: str, default: str | None = None) -> str | None: ...
 def get(name: str, default: str | None = None) -> str | None:
+    """The URL's value for `name`; missing or empty gives `default` (so a str default gives a str)."""
     value = st.query_params.get(name)
     return value if value not in (None, "") else default
 

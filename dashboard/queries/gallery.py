@@ -33,8 +33,9 @@ class GalleryFilter:
     conf_max: float = 1.0
     sort: str = "most confident first"
 
-    def where(self) -> tuple[str, list]:
-        clauses, params = ["p.run_id = ?", "p.task = 'period'"], [self.run_id]
+    def where(self) -> tuple[str, list[str | float]]:
+        clauses = ["p.run_id = ?", "p.task = 'period'"]
+        params: list[str | float] = [self.run_id]
         if self.split:
             clauses.append("p.split = ?")
             params.append(self.split)

@@ -216,9 +216,13 @@ class SharedReader:
                 if failed:
                     self.stats["dead"] += 1
                     self._retired = True
-                if self._retired or self._writers or writer_waiting(self._path):
+                if self._retired or self._writers or self._writer_waiting():
                     self._close_if_unused()
             self._cond.notify_all()
+
+    def _writer_waiting(self) -> bool:
+        """A writer waits for the store this reader has open (none open: nobody waits for it)."""
+        return self._path is not None and writer_waiting(self._path)
 
     def _close_if_unused(self) -> None:
         """Close the connection when no cursor is in flight (call with the lock held); a failing close still
@@ -245,7 +249,7 @@ class SharedReader:
                     self._watcher = None
                     return
                 if self._con is not None and self._users == 0 and (
-                        time.monotonic() - self._last_used > IDLE_SECONDS or writer_waiting(self._path)):
+                        time.monotonic() - self._last_used > IDLE_SECONDS or self._writer_waiting()):
                     self._close_if_unused()
 
 

@@ -209,7 +209,7 @@ DENIED_SCALARS, DENIED_VIEWS = _denied_names()
 def parse_tree(sql: str) -> dict:
     """DuckDB's parse of one SELECT as JSON (json_serialize_sql), or Refused when it cannot be checked."""
     with _PARSER_LOCK:
-        text = _PARSER.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0]
+        [(text,)] = _PARSER.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchall()  # always one row
     tree = json.loads(text)
     if tree.get("error"):
         raise Refused(f"This query cannot be checked, so it is not run: {tree.get('error_message')}")

@@ -112,7 +112,8 @@ def annotations_for(dataset_id: str, image_id: str) -> pd.DataFrame:
 def list_annotations(verdicts: Sequence[str] = (), authors: Sequence[str] = (), runs: Sequence[str] = ()
                      ) -> pd.DataFrame:
     """All annotations with their image and the annotated run's prediction, newest first, filtered."""
-    where, params = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    params: list[str] = []
     for column, values in (("a.verdict", verdicts), ("a.author", authors), ("a.run_id", runs)):
         if values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
