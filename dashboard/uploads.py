@@ -2,13 +2,14 @@
 
 torch comes in through pipeline.explain, imported inside the functions that need it, so importing this module (or
 opening any other page) loads no model code. It predicts as the run's evaluation did (the checkpoint's own
-prediction, test-time views included), so a stored image shows its stored probabilities.
+prediction, test-time views included), so a stored image shows its stored probabilities. An ensemble shows its
+members' mean probabilities and each member's own maps (it has no one network).
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from pipeline.heatmaps import overlay
 from pipeline.store import StoreLockedError
 
 if TYPE_CHECKING:
-    from pipeline.explain import LoadedRun
+    from pipeline.checkpoint import Model
 
 DISPLAY_SIZE = 512
 
@@ -36,17 +37,25 @@ class Explained:
     run_id: str
     image: Image.Image  # the upload, RGB, at most DISPLAY_SIZE on its longer side
     probabilities: dict[str, float]  # period → probability, chronological
-    maps: dict[str, np.ndarray]  # method → map over the model's input, [0, 1]
+    maps: dict[str, np.ndarray]  # method → map over the model's input, [0, 1]; empty for an ensemble
     target: str  # the period the maps explain
     resize: int
     crop: int
+    member_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # an ensemble's: member → maps
 
     def overlays(self, alpha: float) -> dict[str, Image.Image]:
         """Each method's map blended over the upload, placed where the model's input came from."""
-        return {m: overlay(self.image, heat, self.resize, self.crop, alpha) for m, heat in self.maps.items()}
+        return self._blend(self.maps, alpha)
+
+    def member_overlays(self, alpha: float) -> dict[str, dict[str, Image.Image]]:
+        """An ensemble's: per member, each method's map blended over the upload."""
+        return {member: self._blend(maps, alpha) for member, maps in self.member_maps.items()}
+
+    def _blend(self, maps: dict[str, np.ndarray], alpha: float) -> dict[str, Image.Image]:
+        return {m: overlay(self.image, heat, self.resize, self.crop, alpha) for m, heat in maps.items()}
 
 
-def load(store: str | Path, run_id: str) -> LoadedRun:
+def load(store: str | Path, run_id: str) -> Model:
     """A stored run's model, or UploadError saying why not (unknown run, checkpoint gone or unreadable)."""
     from pipeline.explain import load_run  # torch: only when a model is wanted
 
@@ -64,7 +73,7 @@ def load(store: str | Path, run_id: str) -> LoadedRun:
 
 
 def explain_upload(store: str | Path, run_id: str, data: bytes, filename: str = "upload", target: str | None = None,
-                   run: LoadedRun | None = None, cfg: AttributionConfig | None = None) -> Explained:
+                   run: Model | None = None, cfg: AttributionConfig | None = None) -> Explained:
     """Probabilities and saliency maps for uploaded bytes; UploadError for a file that is not a usable image."""
     from pipeline.explain import explain_image  # torch: only when a model is wanted
 
@@ -84,4 +93,4 @@ def explain_upload(store: str | Path, run_id: str, data: bytes, filename: str = 
             raise UploadError(str(exc)) from None
     image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
     return Explained(run_id, image, explanation.probabilities, explanation.maps, explanation.target, run.resize,
-                     run.crop)
+                     run.crop, explanation.member_maps)

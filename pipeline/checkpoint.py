@@ -6,6 +6,12 @@ written before a key existed are read through `LEGACY`, the one place their defa
 is the prediction function evaluation, explain, Upload and collection evaluation share. The store keeps the
 path relative to its own folder (`stored_path`/`resolve`), so a moved artifacts folder still works.
 
+An ensemble run is a model too: its file (`ensemble_contents`) names its members and each member's checkpoint
+token, and `for_run` gives an `Ensemble` with SavedModel's interface (predict, probabilities, labels, resize,
+crop), predicting as `run_ensemble` stored: the mean of the members' probabilities, their embeddings side by side.
+A member re-trained since (another token) is refused. An ensemble stored before it kept a file (checkpoint NULL)
+is read from its resolved config (`members_of`).
+
 Writes are such that no kill leaves a stored run without a loadable checkpoint.
 
 A run's checkpoint lives at `<run folder>/model.pt`. A new one is first written beside it as
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline import store
 from pipeline.config import ConfigError
 from pipeline.data.transforms import BatchTransform
 from pipeline.inference import predict_views, softmax
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
     from pipeline.config import RunConfig
 
 REQUIRED = ("backbone", "labels", "state_dict", "resize", "crop")
+ENSEMBLE = "ensemble"  # the `kind` of an ensemble's file; a trained run's file has no kind
+REQUIRED_ENSEMBLE = ("kind", "members", "labels", "resize", "crop")
 # What a file written before a key existed meant by its absence (mean/std: None, the backbone's own).
 LEGACY = {"dropout": 0.0, "pooling": "avg", "tta": [], "mean": None, "std": None}
 
@@ -78,7 +87,8 @@ def problem(path: Path, token: str | None = None) -> str | None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # a truncated, foreign or unreadable file: any reason is the same verdict
         return f"damaged ({path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
+    required = REQUIRED_ENSEMBLE if isinstance(ckpt, dict) and ckpt.get("kind") == ENSEMBLE else REQUIRED
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
         return f"not a Period Eye checkpoint ({path})"
     if token is not None and ckpt.get("token") != token:
         return f"from another write of the run ({path}; a re-run was stopped after storing its result)"
@@ -118,6 +128,7 @@ class SavedModel:
     crop: int
     tta: list[str]
     dropout: float = 0.0
+    run_id: str = ""  # the stored run it is the model of (set by for_run), for captions
 
     def predict(self, pixels: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device,
                 progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -126,8 +137,87 @@ class SavedModel:
 
     def probabilities(self, square: np.ndarray) -> dict[str, np.ndarray]:
         """Per task, the probabilities of one padded+resized uint8 square, as evaluation stored them."""
-        _, logits = self.predict(square[None], np.zeros(1, dtype=np.int64), 1, torch.device("cpu"), progress=False)
-        return {task: softmax(v.astype(np.float64))[0] for task, v in logits.items()}
+        return _probabilities(self, square)
+
+    def described(self) -> str:
+        """How its probabilities are made, for people ("" when plainly: the centre view)."""
+        return f"probabilities averaged over its test-time views ({', '.join(self.tta)}), as evaluated" if self.tta \
+            else ""
+
+
+@dataclass
+class Ensemble:
+    """An ensemble run's model: its members' saved models (run id -> model, in the run's order), which share
+    labels, resize and crop. It predicts as `run_ensemble` stored: probabilities are the members' mean (each
+    with its own test-time views), the embedding the members' centre embeddings side by side. There is no one
+    network: saliency maps are the members' own."""
+
+    members: dict[str, SavedModel]
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        first, *rest = self.members.values()
+        for name, m in self.members.items():
+            if (m.labels, m.resize, m.crop) != (first.labels, first.resize, first.crop):
+                raise ConfigError(f"ensemble {self.run_id or ''} members differ: {first.run_id} has labels "
+                                  f"{first.labels}, resize {first.resize}, crop {first.crop}; {name} has "
+                                  f"{m.labels}, {m.resize}, {m.crop}: members must share all three")
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return next(iter(self.members.values())).labels
+
+    @property
+    def resize(self) -> int:
+        return next(iter(self.members.values())).resize
+
+    @property
+    def crop(self) -> int:
+        return next(iter(self.members.values())).crop
+
+    def predict(self, pixels: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device,
+                progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Members' centre embeddings side by side; logits = log of the members' mean probability (so softmax
+        gives the mean), exactly as run_ensemble computes them from the members' stored probabilities."""
+        outputs = [m.predict(pixels, rows, batch_size, device, progress) for m in self.members.values()]
+        embeddings = np.concatenate([emb for emb, _ in outputs], axis=1)
+        return embeddings, {task: mean_logits([softmax(logits[task].astype(np.float64)) for _, logits in outputs])
+                            for task in self.labels}
+
+    def probabilities(self, square: np.ndarray) -> dict[str, np.ndarray]:
+        """Per task, the members' mean probabilities of one padded+resized uint8 square, as the run stored them."""
+        return _probabilities(self, square)
+
+    def described(self) -> str:
+        parts = [name + (" over " + ", ".join(m.tta) if m.tta else "") for name, m in self.members.items()]
+        return f"probabilities the mean of its members' ({'; '.join(parts)}), as evaluated"
+
+
+Model = SavedModel | Ensemble
+
+
+def mean_logits(probabilities: list[np.ndarray]) -> np.ndarray:
+    """An ensemble's logits from its members' probabilities: softmax of them is the members' mean."""
+    return np.log(np.mean(probabilities, axis=0) + 1e-12)
+
+
+def _probabilities(model: Model, square: np.ndarray) -> dict[str, np.ndarray]:
+    _, logits = model.predict(square[None], np.zeros(1, dtype=np.int64), 1, torch.device("cpu"), progress=False)
+    return {task: softmax(v.astype(np.float64))[0] for task, v in logits.items()}
+
+
+def members_of(settings: dict) -> list[str]:
+    """The member run names an ensemble's run settings (`dataclasses.asdict(RunConfig)`, or a stored resolved
+    config's "run") list; [] for a trained run. The one place that knows where the config keeps them."""
+    return list(settings.get("members") or [])
+
+
+def ensemble_contents(labels: dict[str, list[str]], resize: int, crop: int,
+                      members: dict[str, str | None]) -> dict:
+    """What an ensemble's file holds: its members (run id -> the member's checkpoint token when the ensemble was
+    made) and what they share."""
+    return {"kind": ENSEMBLE, "labels": labels, "resize": resize, "crop": crop,
+            "members": [{"run_id": run_id, "token": token} for run_id, token in members.items()]}
 
 
 def trained(run: RunConfig, labels: dict[str, list[str]], resize: int, crop: int, model: PeriodClassifier,
@@ -176,11 +266,15 @@ def resolve(store_path: str | Path, stored: str, origin: str | None = None) -> P
     return beside
 
 
-def for_run(store_path: str | Path, row: dict) -> SavedModel:
+def for_run(store_path: str | Path, row: dict) -> Model:
     """The model of a stored run (its `runs` row), or ConfigError saying what is missing and how to get it back."""
     run_id, stored, summary = row["run_id"], row.get("checkpoint"), row.get("summary") or {}
     if not stored:
-        raise ConfigError(f"run {run_id} keeps no checkpoint (an ensemble has none), so it cannot predict new images")
+        members = members_of((row.get("config") or {}).get("run") or {})
+        if members:  # an ensemble stored before ensembles kept a file: members from its resolved config
+            experiment = (row.get("config") or {}).get("experiment") or row["experiment"]
+            return _ensemble(store_path, row, {f"{experiment}/{m}": None for m in members})
+        raise ConfigError(f"run {run_id} keeps no checkpoint, so it cannot predict new images")
     wanted = resolve(store_path, stored, summary.get("checkpoint_origin"))
     path = locate(wanted, summary.get("checkpoint_token"))  # also when a re-run stopped before moving it in
     if not path.exists():
@@ -191,7 +285,31 @@ def for_run(store_path: str | Path, row: dict) -> SavedModel:
     if why is not None:
         raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
                           "such runs again")
-    return build(load(path))
+    ckpt = load(path)
+    if ckpt.get("kind") == ENSEMBLE:
+        return _ensemble(store_path, row, {m["run_id"]: m.get("token") for m in ckpt["members"]})
+    saved = build(ckpt)
+    saved.run_id = run_id
+    return saved
+
+
+def _ensemble(store_path: str | Path, row: dict, tokens: dict[str, str | None]) -> Ensemble:
+    """The ensemble of `row` from its members' checkpoints; refused when a member is gone or was re-trained
+    since (its token differs from the one the ensemble kept; with none kept, it finished after the ensemble
+    started), as the ensemble's stored predictions would then not be this model's."""
+    run_id, members = row["run_id"], {}
+    for member, token in tokens.items():
+        member_row = store.get_run(store_path, member)
+        if member_row is None:
+            raise ConfigError(f"member {member} of ensemble {run_id} is not in {store_path}; re-run the ensemble")
+        now = (member_row.get("summary") or {}).get("checkpoint_token")
+        legacy = not row.get("checkpoint")
+        later = (legacy and member_row.get("finished_at") and row.get("started_at")
+                 and member_row["finished_at"] > row["started_at"])
+        if (not legacy and now != token) or later:
+            raise ConfigError(f"member {member} was re-trained after the ensemble; re-run the ensemble {run_id}")
+        members[member] = for_run(store_path, member_row)
+    return Ensemble(members, run_id)
 
 
 def _fsync_dir(folder: Path) -> None:

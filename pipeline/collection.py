@@ -2,7 +2,8 @@
 
 The collection is prepared like any dataset (its own dataset_id; split mode "none": every image is test) and
 goes through the run's own evaluation path (its saved model's predict, in the test-time views the checkpoint
-keeps; evaluate, attribute_run).
+keeps; evaluate, attribute_run). An ensemble predicts through its members (their mean probability); it has no one
+network to explain, so its evaluation stores no saliency maps (each member's own evaluation has them) and says so.
 The result is stored as a run of its own, `RUN@COLLECTION` with `evaluation_of` = RUN and the parent's
 checkpoint, so every dashboard page shows it as it shows a run's test split. Labels are matched by name,
 loosely (case, `_`, `-` and spaces alike), and stored in the run's spelling; images whose label the run does
@@ -29,10 +30,12 @@ from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfi
 from pipeline.data.labels import label_targets
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.evaluate import Evaluation, score_outputs
-from pipeline.explain import LoadedRun, load_run
+from pipeline.explain import load_run
 from pipeline.inference import pick_device
 
 DEFAULT_MAX_ATTRIBUTIONS = 200  # runs made before their attribution settings were kept beside the checkpoint
+NO_ENSEMBLE_MAPS = ("saliency maps skipped: an ensemble has no one network (evaluate each member for its maps, or "
+                    "`explain` an image for the members' maps)")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class Parent:
 
     row: dict
     resolved: dict
-    model: LoadedRun
+    model: checkpoint.Model
 
     @property
     def settings(self) -> dict:
@@ -85,21 +88,20 @@ def match_labels(data: PreparedData, labels: dict[str, list[str]]) -> Matched:
 
 
 def load_parent(store_path: str | Path, run_id: str) -> Parent:
-    """The run to evaluate, refused when it cannot take new images (an evaluation, an ensemble)."""
+    """The run to evaluate, refused when it cannot take new images (an evaluation, a run without its model)."""
     row = store.get_run(store_path, run_id)
     if row is None:
         raise ConfigError(f"no run {run_id!r} in {store_path}; see `python -m pipeline list`")
     if row.get("evaluation_of"):
         raise ConfigError(f"{run_id} is itself an evaluation of {row['evaluation_of']}; evaluate that run instead")
-    if not row.get("checkpoint"):
-        raise ConfigError(f"run {run_id} has no checkpoint (an ensemble keeps none), so it cannot evaluate new images")
-    return Parent(row, parent_config(store_path, row), load_run(store_path, run_id))
+    model = load_run(store_path, run_id)
+    return Parent(row, parent_config(store_path, row), model)
 
 
 def parent_config(store_path: str | Path, row: dict) -> dict:
     """The resolved config stored with the run (committed with it), else the config.yaml beside the checkpoint."""
-    if row.get("config"):
-        return row["config"]
+    if row.get("config") or not row.get("checkpoint"):
+        return row.get("config") or {}
     path = checkpoint.resolve(store_path, row["checkpoint"], (row.get("summary") or {}).get("checkpoint_origin"))
     path = path.parent / "config.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
@@ -150,19 +152,23 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     t0 = time.perf_counter()
     images = matched.images
     device = pick_device(parent.settings.get("accelerator", "auto"))
-    embeddings, logits = parent.model.saved.predict(data.pixels, images["cache_index"].to_numpy(),
-                                                    int(parent.settings.get("batch_size", 32)) * 2, device, progress)
+    embeddings, logits = parent.model.predict(data.pixels, images["cache_index"].to_numpy(),
+                                              int(parent.settings.get("batch_size", 32)) * 2, device, progress)
     targets = label_targets(images, labels)
     ev = score_outputs(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
                   parent.settings.get("seed", 0))
     eval_seconds = time.perf_counter() - t0
     cfg = attribution_config(parent.resolved, attributions, max_attributions)
+    notes = []
+    if cfg and isinstance(parent.model, checkpoint.Ensemble):
+        cfg, notes = None, [NO_ENSEMBLE_MAPS]
     maps = cfg and attribute_run(eval_id, parent.model.model, parent.model.transform, data.pixels, images,
                                  logits["period"].argmax(1), targets[:, 0], labels["period"], cfg, device,
                                  parent.row["backbone"], progress)
     seen = int(images["content_hash"].isin(store.seen_hashes(store_path, parent.row["dataset_id"])).sum())
     row = evaluation_row(parent, eval_id, data, matched, ev, cfg, maps, {
         "device": str(device), "started_at": started_at, "eval_seconds": eval_seconds, "seen_in_training": seen,
+        "notes": notes,
     })
     store.write_run(store_path, store.RunRecord(
         run=row, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
@@ -196,6 +202,7 @@ def evaluation_row(parent: Parent, eval_id: str, data: PreparedData, matched: Ma
             "n_images": len(matched.images), "n_skipped": len(data.skipped), "unknown_labels": matched.unknown,
             "seen_in_training": facts["seen_in_training"],
             "attribution_seconds": maps.seconds if maps else {}, "attribution_maps": maps.n_maps if maps else 0,
+            "notes": facts["notes"],
         },
     }
 
@@ -223,6 +230,7 @@ def report(row: dict, parent: dict) -> str:
     if s["unknown_labels"]:
         lines.append("  unknown labels (not evaluated): "
                      + ", ".join(f"{label} -> {n}" for label, n in s["unknown_labels"].items()))
+    lines += [f"  note: {note}" for note in s.get("notes", [])]
     if s["seen_in_training"]:
         lines.append(f"  warning: {s['seen_in_training']} images are byte-identical to ones the run trained or "
                      "picked its epoch on; these scores are optimistic")

@@ -245,28 +245,37 @@ def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started
 def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     """An ensemble as a run of its own: every image's probabilities are the mean of its members' stored ones
     (each member with its own test-time views), its embedding the members' embeddings side by side. Nothing is
-    retrained; there is no single network to explain, so it has no checkpoint and no saliency maps."""
+    retrained. Its checkpoint names the members and their checkpoint tokens (pipeline/checkpoint.py's Ensemble
+    predicts as this stores), written like a trained run's: beside the old one, moved in after the commit."""
     started_at = datetime.now()
     run_id = exp.run_id(run)
-    members = [f"{exp.name}/{m}" for m in run.members]
+    members = [f"{exp.name}/{m}" for m in checkpoint.members_of(dataclasses.asdict(run))]
     member_runs = store.load_members(exp.store, members, data.dataset_id)
     labels = member_runs.labels
     targets = label_targets(data.images, labels)
     order = data.images["image_id"]
-    logits = {task: np.log(np.mean([p[task].loc[order].to_numpy().tolist() for p in member_runs.probs], axis=0)
-                           + 1e-12) for task in labels}
+    logits = {task: checkpoint.mean_logits([p[task].loc[order].to_numpy().tolist() for p in member_runs.probs])
+              for task in labels}
     embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
     t0 = time.perf_counter()
     ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
                   run.seed)
     note = f"ensemble: mean probability of {', '.join(members)}"
+    tokens = store.run_checkpoints(exp.store)
+    final = run_dir(exp, run) / "model.pt"
+    token = uuid.uuid4().hex[:16]
+    written = checkpoint.save(checkpoint.ensemble_contents(labels, data.config.resize, data.config.crop,
+                                                           {m: tokens.get(m, (None, None))[1] for m in members}),
+                              final, token)
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": "cpu", "train_seconds": member_runs.train_seconds, "eval_seconds": time.perf_counter() - t0,
-        "epochs": 0, "best_epoch": None, "lr": None, "checkpoint": None,
+        "epochs": 0, "best_epoch": None, "lr": None, "checkpoint": checkpoint.stored_path(exp.store, final),
     }, [note])
+    summary["summary"].update(checkpoint_token=token, checkpoint_origin=str(final.absolute()))
     store.write_run(exp.store, store.RunRecord(
         run=summary, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
         confusion=ev.confusion, embeddings=ev.embeddings))
+    checkpoint.install(written, final)
     write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))
     return summary

@@ -50,7 +50,7 @@ def stored_test_predictions(store: Path) -> list[tuple[str, list[float]]]:
 @pytest.mark.slow  # trains a run
 def test_explain_gives_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> None:
     run = load_run(tta_run, RUN_ID)
-    assert run.saved.tta == ["flip", "crops"]
+    assert run.tta == ["flip", "crops"] and run.run_id == RUN_ID
     rows = stored_test_predictions(tta_run)
     assert rows
     for path, stored in rows:
@@ -67,7 +67,7 @@ def test_the_store_names_the_checkpoint_relative_to_its_folder(tta_run: Path, tm
     shutil.copytree(tta_run.parent / "artifacts", moved / "artifacts")
     shutil.copy(tta_run, moved / tta_run.name)
     assert checkpoint.resolve(moved / tta_run.name, stored, str(tta_run.parent / stored)) == moved / stored
-    assert load_run(moved / tta_run.name, RUN_ID).saved.tta == ["flip", "crops"]
+    assert load_run(moved / tta_run.name, RUN_ID).tta == ["flip", "crops"]
 
 
 @pytest.mark.slow  # trains a run
@@ -109,7 +109,7 @@ def test_a_checkpoint_written_before_its_evaluation_settings_were_kept_still_loa
 @pytest.mark.slow  # trains a run
 def test_a_saved_model_round_trips_through_its_file(tta_run: Path) -> None:
     """contents() writes every setting build() reads: the rebuilt model predicts identically."""
-    saved = load_run(tta_run, RUN_ID).saved
+    saved = load_run(tta_run, RUN_ID)
     again = checkpoint.build(checkpoint.contents(saved))
     assert (again.tta, again.model.pooling, again.resize, again.crop) == (["flip", "crops"], "style", 40, 32)
     square = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)

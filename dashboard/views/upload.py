@@ -20,14 +20,14 @@ from dashboard.ui import md_escape
 from dashboard.uploads import Explained, UploadError, explain_upload, load
 
 if TYPE_CHECKING:
-    from pipeline.explain import LoadedRun
+    from pipeline.checkpoint import Model
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"]
 PREDICTED = "the predicted period"
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
-def cached_run(store: str, run_id: str, version: float) -> LoadedRun:
+def cached_run(store: str, run_id: str, version: float) -> Model:
     """One model per (store, run), loaded again when the store changes (a run may have been retrained)."""
     return load(store, run_id)
 
@@ -64,11 +64,22 @@ def show(result: Explained, alpha: float) -> None:
         st.image(result.image, caption="your upload", width="stretch")
     with right:
         st.plotly_chart(probability_chart(result), width="stretch")
-    st.subheader(f"What the network looked at for “{md_escape(result.target)}”")
-    tiles = result.overlays(alpha)
-    for col, (method, tile) in zip(st.columns(len(tiles)), tiles.items(), strict=True):
-        col.image(tile, caption=md_escape(method.replace("_", " ")), width="stretch")
+    if result.member_maps:
+        st.subheader(f"What each member looked at for “{md_escape(result.target)}”")
+        st.caption("An ensemble has no one network: these are each member's own saliency maps, all for the "
+                   "ensemble's target period.")
+        for member, tiles in result.member_overlays(alpha).items():
+            row(tiles, f"{member} · ")
+    else:
+        st.subheader(f"What the network looked at for “{md_escape(result.target)}”")
+        row(result.overlays(alpha), "")
     st.caption("Maps cover the model's input (the center crop of the square-padded image); outside it they are blank.")
+
+
+def row(tiles: dict, prefix: str) -> None:
+    """One network's overlays side by side, captioned by method (after `prefix`, the member for an ensemble)."""
+    for col, (method, tile) in zip(st.columns(len(tiles)), tiles.items(), strict=True):
+        col.image(tile, caption=md_escape(prefix + method.replace("_", " ")), width="stretch")
 
 
 st.title("Upload")
@@ -85,8 +96,7 @@ try:
 except UploadError as exc:
     st.error(f"Run {md_escape(run_id)} cannot be used here: {md_escape(exc, lines=True)}")
     st.stop()
-views = f"probabilities averaged over its test-time views ({', '.join(model.saved.tta)}), as evaluated; " \
-    if model.saved.tta else ""
+views = f"{model.described()}; " if model.described() else ""
 st.caption(f"{md_escape(run_id)}: {model.resize} px square, {model.crop} px crop, {md_escape(views)}periods "
            f"{md_escape(', '.join(model.labels['period']))}")
 
