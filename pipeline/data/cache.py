@@ -167,8 +167,9 @@ def decode_chunks(chunks: list[Chunk], workers: int, collect: Callable[[list[Row
     lost = _pooled(chunks, workers, collect)
     if lost:
         lost = _isolated(lost, workers, collect)
-    singles = [(file, [i], [path], *rest) for file, rows, paths, *rest in lost
-               for i, path in zip(rows, paths, strict=True)]
+    singles: list[Chunk] = [(file, [i], [path], size, thumb_size, pixel_limit)
+                            for file, rows, paths, size, thumb_size, pixel_limit in lost
+                            for i, path in zip(rows, paths, strict=True)]
     for single in _isolated(singles, workers, collect):
         collect([(single[1][0], 0, 0, b"", WORKER_DIED)])
 
@@ -197,7 +198,8 @@ def _pooled(chunks: list[Chunk], workers: int, collect: Callable[[list[Row]], No
 def _isolated(chunks: list[Chunk], workers: int, collect: Callable[[list[Row]], None]) -> list[Chunk]:
     """Each chunk in its own fresh single-worker process, `workers` at a time; returns those whose process died."""
     lost: list[Chunk] = []
-    todo, running = list(reversed(chunks)), {}
+    todo = list(reversed(chunks))
+    running: dict[Future, tuple[ProcessPoolExecutor, Chunk]] = {}
     try:
         while todo or running:
             while todo and len(running) < workers:

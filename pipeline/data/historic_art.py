@@ -49,7 +49,7 @@ def read_historic_art(root: Path, subset: str | None, shared: Path) -> SourceTab
     if subset == "twelve_artists":
         keep = set(read_csv_checked(_metadata_file(root, shared, TWELVE), ["artist"])["artist"])
 
-    by_folder = {}
+    by_folder: dict[str, int] = {}
     for i, url in info["url"].items():
         folder = _folder(_HTML_DIR, url)
         if folder:

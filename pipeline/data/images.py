@@ -179,7 +179,7 @@ def _to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
         lo, top = 0.0, 65535.0  # 16-bit samples widened to 32-bit "I"
     else:
         top = max(hi, lo + 1.0)  # anything else: stretch its own range
-    exact = np.float32 if max(abs(lo), abs(top)) < 2**24 else np.float64  # float32: half the memory
+    exact: type[np.floating] = np.float32 if max(abs(lo), abs(top)) < 2**24 else np.float64  # float32: half the memory
     scaled = a.astype(exact)
     scaled -= lo
     scaled *= 255.0 / (top - lo)

@@ -58,11 +58,11 @@ class CachedImages(Dataset):
         self.__dict__.update(state)
 
 
-def collate_batch(batch: object) -> object:
-    """Batches from __getitems__ are already stacked; anything else gets the default collate."""
+def collate_batch(batch: list | tuple) -> object:
+    """Batches from __getitems__ are already stacked; anything else (a list of samples) gets the default collate."""
     if isinstance(batch, tuple) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
         return batch
-    return default_collate(batch)
+    return default_collate(list(batch))
 
 
 def make_loader(pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray, batch_size: int, shuffle: bool,

@@ -17,6 +17,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsInt
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,8 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
 
     hashes, reasons = _hash_all(df["path"].tolist())
     df["content_hash"] = hashes
-    skipped += [skip(r.path, _row(r.row), reasons[i], "decode") for i, r in enumerate(df.itertuples()) if reasons[i]]
+    skipped += [skip(r.path, _row(r.row), reason, "decode")
+                for r, reason in zip(df.itertuples(), reasons, strict=True) if reason]
     df = df[df["content_hash"].notna()]
 
     df, dup_skips, duplicates = deduplicate(df)
@@ -216,7 +218,7 @@ def _source_id(cfg: DataConfig) -> str:
     return f"{cfg.source}|{where}|{cfg.subset}"
 
 
-def _row(value: object) -> int | None:
+def _row(value: SupportsInt | None) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 

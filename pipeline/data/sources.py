@@ -63,7 +63,7 @@ def read_imagefolder(root: Path) -> SourceTable:
             record, skipped_row = _imagefolder_entry(root, Path(dirpath) / name)
             if record:
                 records.append(record)
-            else:
+            elif skipped_row:  # exactly one of the two is set
                 skipped.append(skipped_row)
     if not records:
         raise ConfigError(f"no images found under {root} (expected root/<label>/<image>, extensions "
@@ -112,7 +112,8 @@ def read_manifest(csv_path: Path) -> SourceTable:
         raise ConfigError(f"{csv_path} is a directory; a manifest source needs a .csv file")
     df = read_csv_checked(csv_path, ["path", "period"])
     base = csv_path.parent.absolute()
-    records, skipped, seen = [], [], {}
+    records, skipped = [], []
+    seen: dict[str, int] = {}  # image_id -> the line that first named it
     for i, r in enumerate(df.to_dict("records")):
         line = i + 2  # header is line 1
         cell = r["path"]

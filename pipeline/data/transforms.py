@@ -77,6 +77,9 @@ class BatchTransform(torch.nn.Module):
     kept (no colour jitter); with `hflip`, each image is mirrored with probability 1/2.
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, crop: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  hflip: bool = False, crop_scale: Sequence[float] | None = None) -> None:
         super().__init__()
@@ -88,7 +91,8 @@ class BatchTransform(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, train: bool = False, view: str = "centre") -> torch.Tensor:
         if train and self.crop_scale:
-            x = torch.stack([self._random_crop(img) for img in x.permute(0, 3, 1, 2).float().div_(255.0)])
+            lo, hi = self.crop_scale
+            x = torch.stack([self._random_crop(img, lo, hi) for img in x.permute(0, 3, 1, 2).float().div_(255.0)])
         else:
             x = self._fixed_crop(x, view).permute(0, 3, 1, 2).float().div_(255.0)
         if train and self.hflip:
@@ -113,11 +117,11 @@ class BatchTransform(torch.nn.Module):
             left = w - self.crop
         return x[:, top : top + self.crop, left : left + self.crop, :]
 
-    def _random_crop(self, img: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) in [0, 1] → a random resized crop of the painting inside the padding, (3, crop, crop)."""
+    def _random_crop(self, img: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        """(3, H, W) in [0, 1] → a random resized crop (area share in [lo, hi]) of the painting inside the padding,
+        (3, crop, crop)."""
         top0, bottom, left0, right = content_box(img)
         ch, cw = bottom - top0, right - left0
-        lo, hi = self.crop_scale
         area = ch * cw * float(torch.empty(1).uniform_(lo, hi))
         aspect = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3))))
         h = max(1, min(ch, int(round(math.sqrt(area / aspect)))))
