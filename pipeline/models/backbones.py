@@ -22,11 +22,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+
+if TYPE_CHECKING:  # an untyped package (Any to mypy), imported where a lite backbone is built
+    from efficientnet_lite_pytorch.model import EfficientNet, MBConvBlock
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -146,12 +150,12 @@ class EfficientNetLiteBody(nn.Module):
     1280-channel feature map once (the package re-uses one ReLU6 for stem and head).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: EfficientNet):
         super().__init__()
         if net._global_params.relu_fn != "relu6":
             raise ValueError("expected an EfficientNet-Lite model (ReLU6 activations)")
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
-        self.mbconv = net._blocks
+        self.mbconv: nn.ModuleList = net._blocks
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop_connect_rate = float(net._global_params.drop_connect_rate or 0.0)
@@ -169,7 +173,8 @@ def _lite_stages(mbconv: nn.ModuleList) -> list[list[nn.Module]]:
     stages: list[list[nn.Module]] = []
     i = 0
     while i < len(mbconv):
-        repeats = mbconv[i]._block_args.num_repeat
+        block: MBConvBlock = mbconv[i]
+        repeats: int = block._block_args.num_repeat
         stages.append(list(mbconv[i : i + repeats]))
         i += repeats
     return stages
@@ -199,7 +204,7 @@ def _efficientnet_lite(variant: int, pretrained: bool = True) -> Backbone:
         net.load_state_dict(_lite_weights(variant))  # strict: every key must match
     body = EfficientNetLiteBody(net)
     stages = _lite_stages(body.mbconv)
-    blocks = [nn.Sequential(*stage) for stage in stages]
+    blocks: list[nn.Module] = [nn.Sequential(*stage) for stage in stages]
     blocks[0] = nn.Sequential(body.stem, *stages[0])
     blocks[-1] = nn.Sequential(*stages[-1], body.head)
     return Backbone(

@@ -37,7 +37,7 @@ class PeriodClassifier(nn.Module):
         self.pooling = pooling
         if pooling == "style":  # + mean/std of earlier blocks (pipeline/models/pooling.py)
             dim = style_dim(backbone.body, backbone.blocks)
-            self.body = StyleStatistics(backbone.body, backbone.blocks)
+            self.body: nn.Module = StyleStatistics(backbone.body, backbone.blocks)
         else:
             dim, self.body = backbone.dim, backbone.body
         self.dim = dim
