@@ -88,9 +88,12 @@ class ShardReport(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
+            assert trainer.train_dataloader is not None  # Lightning sets it up before on_train_start
             train_n = len(trainer.train_dataloader.sampler)
             val_n = sum(len(loader.sampler) for loader in _loaders(trainer.val_dataloaders))
-            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size} ({trainer.strategy.process_group_backend})"
+            strategy = trainer.strategy  # DDP whenever there are several processes ("auto" or "ddp")
+            backend = strategy.process_group_backend if isinstance(strategy, DDPStrategy) else type(strategy).__name__
+            print(f"[ddp] rank {trainer.global_rank} of {trainer.world_size} ({backend})"
                   f": {train_n} train / {val_n} val images on this rank", flush=True)
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

@@ -37,6 +37,11 @@ def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> n
     )
 
 
+def _labelled_or_none(y: np.ndarray, values: np.ndarray) -> list:
+    """`values` for the images with a label, None for those without one (y = -1)."""
+    return np.where(y >= 0, values, np.array(None)).tolist()  # np.array(None): None as numpy's types accept it
+
+
 @dataclass
 class Evaluation:
     predictions: pa.Table
@@ -75,9 +80,9 @@ def score_outputs(
                     "image_id": images["image_id"].tolist(),
                     "split": splits.tolist(),
                     "task": [task] * len(y),
-                    "true_label": np.where(y >= 0, names_arr[safe_y], None).tolist(),
+                    "true_label": _labelled_or_none(y, names_arr[safe_y]),
                     "pred_label": names_arr[pred].tolist(),
-                    "correct": np.where(y >= 0, pred == y, None).tolist(),
+                    "correct": _labelled_or_none(y, pred == y),
                     "confidence": probs.max(1).astype(np.float32),
                     "true_prob": p_true.astype(np.float32),
                     "loss": (-np.log(np.clip(p_true, 1e-12, None))).astype(np.float32),

@@ -40,7 +40,8 @@ def forward_pass(
     use_bf16 = device.type == "cuda"
     if use_bf16:
         model.to(memory_format=torch.channels_last)
-    embeddings, logits = [], {task: [] for task in model.heads}
+    embeddings: list[torch.Tensor] = []
+    logits: dict[str, list[torch.Tensor]] = {task: [] for task in model.heads}
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
         batch = torch.from_numpy(np.ascontiguousarray(pixels[rows[start : start + batch_size]])).to(device)
         x = transform(batch, train=False, view=view)
@@ -52,8 +53,8 @@ def forward_pass(
         embeddings.append(emb.float().cpu())
         for task, value in out.items():
             logits[task].append(value.float().cpu())
-    emb = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, 0), np.float32)
-    return emb, {task: torch.cat(v).numpy() for task, v in logits.items() if v}
+    features = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, 0), np.float32)
+    return features, {task: torch.cat(v).numpy() for task, v in logits.items() if v}
 
 
 def predict_views(model: PeriodClassifier, transform: torch.nn.Module, pixels: np.ndarray, rows: np.ndarray,
@@ -66,6 +67,7 @@ def predict_views(model: PeriodClassifier, transform: torch.nn.Module, pixels: n
                                    progress=progress, view=view)
         embeddings = emb if embeddings is None else embeddings
         per_view.append(logits)
+    assert embeddings is not None  # tta_views always has the centre view
     return embeddings, mean_of_views(per_view)
 
 
