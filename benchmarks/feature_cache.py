@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks import common
 from pipeline import train as train_module
-from pipeline.config import RunConfig
+from pipeline.config import build_run
 from pipeline.data.prepare import PreparedData
 from pipeline.train import TrainResult, train
 
@@ -63,7 +63,7 @@ def one_run(data: PreparedData, s: Settings, cached: bool, from_disk: bool = Fal
             ) -> tuple[float, float, TrainResult]:
     """(wall seconds of train(), seconds of its feature pass, result); the kept features are removed first unless
     `from_disk` (then they must be there: the run reads them instead of passing the backbone)."""
-    run = RunConfig(name="bench-head", backbone="efficientnet_lite0", pretrained=True, strategy="head",
+    run = build_run(name="bench-head", backbone="efficientnet_lite0", pretrained=True, strategy="head",
                     epochs=s.epochs, patience=s.epochs + 1, feature_cache=cached)
     folder = Path(data.pixels.filename).parent / "features"
     if not from_disk:

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks import common
-from pipeline.config import RunConfig
+from pipeline.config import build_run
 from pipeline.data.loaders import make_loader
 from pipeline.data.prepare import PreparedData
 from pipeline.data.transforms import BatchTransform, reference_transform
@@ -211,7 +211,7 @@ def measure_train(data: PreparedData, s: Settings, dev: torch.device) -> tuple[f
     training images: (train() images/s, ceiling images/s, training images)."""
     small = common.subset(data, s.train_per_class)
     n_train = common.split_counts(small.images)["train"]
-    run = RunConfig(name="bench-finetune", backbone="efficientnet_lite0", pretrained=True, strategy="finetune",
+    run = build_run(name="bench-finetune", backbone="efficientnet_lite0", pretrained=True, strategy="finetune",
                     epochs=1, batch_size=s.batch, patience=10)
     with common.quiet():
         result = train(run, small, progress=False)

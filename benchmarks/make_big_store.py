@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline import store
-from pipeline.config import DEFAULT_SHARED, AttributionConfig, DataConfig, RunConfig, SplitConfig
+from pipeline.config import DEFAULT_SHARED, AttributionConfig, DataConfig, SplitConfig, build_run
 from pipeline.data.historic_art import PERIODS as HISTORIC_ART_PERIODS
 from pipeline.data.prepare import PreparedData
 from pipeline.heatmaps import encode_map, spearman, top_overlap
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         timing["attributions"] += time.perf_counter() - t0
 
         epochs, best_epoch = fake_epochs(run_id, strategy, accuracy, rng)
-        run_cfg = RunConfig(name=name, backbone=BACKBONE, strategy=strategy, freeze_until=freeze, seed=seed,
+        run_cfg = build_run(name=name, backbone=BACKBONE, strategy=strategy, freeze_until=freeze, seed=seed,
                             projection=args.projection)
         resolved = {"experiment": EXPERIMENT, "run_id": run_id, "data": dataclasses.asdict(data.config),
                     "dataset_id": data.dataset_id, "run": dataclasses.asdict(run_cfg)}

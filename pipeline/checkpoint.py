@@ -208,8 +208,9 @@ def _probabilities(model: Model, square: np.ndarray) -> dict[str, np.ndarray]:
 
 def members_of(settings: dict) -> list[str]:
     """The member run names an ensemble's run settings (`dataclasses.asdict(RunConfig)`, or a stored resolved
-    config's "run") list; [] for a trained run. The one place that knows where the config keeps them."""
-    return list(settings.get("members") or [])
+    config's "run") list; [] for a trained run. The one place that knows where the config keeps them: `ensemble`
+    today, `members` in the flat configs stored before config groups."""
+    return list(settings.get("ensemble") or settings.get("members") or [])
 
 
 def ensemble_contents(labels: dict[str, list[str]], resize: int, crop: int,
@@ -223,7 +224,8 @@ def ensemble_contents(labels: dict[str, list[str]], resize: int, crop: int,
 def trained(run: RunConfig, labels: dict[str, list[str]], resize: int, crop: int, model: PeriodClassifier,
             transform: BatchTransform) -> SavedModel:
     """A just-trained run's model as its checkpoint will hold it; its evaluation predicts through it."""
-    return SavedModel(run.backbone, model, transform, labels, resize, crop, list(run.tta), run.head_dropout)
+    return SavedModel(run.model.backbone, model, transform, labels, resize, crop, list(run.augment.tta),
+                      run.model.head_dropout)
 
 
 def contents(saved: SavedModel) -> dict:

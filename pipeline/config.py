@@ -7,6 +7,7 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -27,10 +28,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-STRATEGIES = ("head", "finetune", "two_stage", "partial", "ensemble")
-TTA_VIEWS = ("flip", "crops")
-SPLIT_MODES = ("counts", "fractions", "none")  # "none": all test (an outside collection to evaluate on)
-# Lightning strategies a run may name in `distributed` (RunConfig.strategy is the freezing strategy). "ddp" runs the
+# Lightning strategies a run may name in `distributed` (freezing.strategy is another thing). "ddp" runs the
 # whole command once per process (Lightning's launcher re-executes it; torchrun or SLURM may start them instead);
 # the spawn/fork variants are refused: their workers return only the final weights to the launching process, not
 # the per-epoch history and best-epoch weights a run stores.
@@ -46,7 +44,7 @@ class SplitConfig:
     """`counts`: fixed val/test images per class; `fractions`: stratified shares; `none`: every image is test
     (a collection only evaluated, never trained on)."""
 
-    mode: str = "fractions"
+    mode: typing.Literal["counts", "fractions", "none"] = "fractions"
     val: float = 0.2
     test: float = 0.2
     artist_disjoint: bool = False
@@ -81,48 +79,19 @@ class DataConfig:
         return f"{self.dataset_name}-{digest}"
 
 
+Strategy = typing.Literal["head", "finetune", "two_stage", "partial"]  # how much of the backbone trains
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+
+
 @dataclass
-class RunConfig:
-    name: str
+class ModelConfig:
+    """The network: backbone, its heads and how its features are pooled."""
+
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
-    strategy: str = "head"
-    freeze_until: int | None = None
     tasks: list[str] = field(default_factory=lambda: ["period"])
-    epochs: int = 10
-    stage2_epochs: int = 5  # two_stage: epochs with every layer trainable
-    stage2_lr_factor: float = 0.1
-    batch_size: int = 32
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
     dropout: float | None = None  # None: 0.5 with two heads, 0 with one
-    patience: int = 3  # early stopping on validation accuracy
-    plateau_patience: int = 1
-    plateau_factor: float = 0.1
-    lr_finder: bool = False
-    feature_cache: bool = True
-    hflip: bool = False  # the reference used no augmentation
-    seed: int = 0
-    num_workers: int = 0
-    accelerator: str = "auto"
-    devices: int | str = "auto"  # per node; on CPU an int > 1 means that many processes
-    num_nodes: int = 1
-    distributed: str = "auto"  # Lightning's `strategy`: "auto" (one process) or "ddp" (see DISTRIBUTED)
-    max_minutes: float | None = None
-    projection: str = "tsne"  # 2-D map of the embeddings: "tsne" or "pca"
-    # Recipe (configs/wikiart-best.yaml); the defaults are the reference study's recipe.
     pooling: str = "avg"  # "style": + mean/std of earlier blocks' activations (pipeline/models/pooling.py)
-    optimizer: str = "sgd"  # or "adamw"
-    schedule: str = "plateau"  # ReduceLROnPlateau on val acc, or "cosine" (per step, after warmup_epochs)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    mixup: float = 0.0  # Beta(a, a) blending of inputs (images, or features of a frozen backbone); 0: off
-    layer_decay: float = 1.0  # each block down from the top trains at this factor of the LR above it
-    class_balanced: bool = False  # cross-entropy weighted by inverse class frequency (skewed sets)
-    crop_scale: list[float] | None = None  # [min, max] area share: random resized crops inside the painting
-    tta: list[str] = field(default_factory=list)  # test-time views averaged: "flip", "crops" (4 corners + centre)
-    members: list[str] = field(default_factory=list)  # strategy "ensemble": runs whose probabilities are averaged
 
     @property
     def head_dropout(self) -> float:
@@ -131,7 +100,132 @@ class RunConfig:
         return 0.5 if len(self.tasks) > 1 else 0.0
 
 
-ATTRIBUTION_METHODS = ("guided_backprop", "integrated_gradients", "grad_cam")
+@dataclass
+class FreezingConfig:
+    """Which layers train when: `head` (frozen backbone), `finetune`, `two_stage` (head, then all layers at a lower
+    LR), `partial` (the first `freeze_until` blocks frozen)."""
+
+    strategy: Strategy = "head"
+    freeze_until: int | None = None
+    stage2_epochs: int = 5  # two_stage: epochs with every layer trainable
+    stage2_lr_factor: float = 0.1
+    layer_decay: float = 1.0  # each block down from the top trains at this factor of the LR above it
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, LR schedule and loss; the defaults are the reference study's recipe."""
+
+    optimizer: typing.Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: typing.Literal["plateau", "cosine"] = "plateau"  # ReduceLROnPlateau on val acc, or cosine per step
+    warmup_epochs: float = 0.0
+    plateau_patience: int = 1
+    plateau_factor: float = 0.1
+    label_smoothing: float = 0.0
+    class_balanced: bool = False  # cross-entropy weighted by inverse class frequency (skewed sets)
+    lr_finder: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time and test-time views (the reference used none)."""
+
+    hflip: bool = False
+    crop_scale: list[float] | None = None  # [min, max] area share: random resized crops inside the painting
+    mixup: float = 0.0  # Beta(a, a) blending of inputs (images, or features of a frozen backbone); 0: off
+    tta: list[typing.Literal["flip", "crops"]] = field(default_factory=list)  # test-time views averaged
+
+
+@dataclass
+class LoopConfig:
+    """The training loop: length, batches, early stopping, reproducibility, and the embedding map."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    patience: int = 3  # early stopping on validation accuracy
+    seed: int = 0
+    max_minutes: float | None = None
+    feature_cache: bool = True
+    projection: typing.Literal["tsne", "pca"] = "tsne"  # 2-D map of the embeddings
+
+
+@dataclass
+class HardwareConfig:
+    """Where it runs: accelerator, processes per node, nodes, Lightning's strategy (see DISTRIBUTED)."""
+
+    accelerator: typing.Literal["auto", "cpu", "gpu", "cuda"] = "auto"  # "auto": a GPU when there is one
+    devices: int | str = "auto"  # per node; on CPU an int > 1 means that many processes
+    num_nodes: int = 1
+    distributed: str = "auto"  # Lightning's `strategy`: "auto" (one process) or "ddp" (see DISTRIBUTED)
+    num_workers: int = 0
+
+
+@dataclass
+class RunConfig:
+    """One run: its settings by concern (the YAML may write them grouped, `optim: {lr: 0.01}`, or flat, `lr: 0.01`).
+    A run with `ensemble` members trains nothing: it averages their stored probabilities."""
+
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    freezing: FreezingConfig = field(default_factory=FreezingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    ensemble: list[str] = field(default_factory=list)
+
+    @property
+    def strategy_label(self) -> str:
+        """The strategy as stored and shown: "ensemble" for an ensemble run."""
+        return "ensemble" if self.ensemble else self.freezing.strategy
+
+
+GROUPS: dict[str, type] = {n: h for n, h in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(h)}
+GROUP_OF: dict[str, str] = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}  # flat name -> group
+assert len(GROUP_OF) == sum(len(fields(c)) for c in GROUPS.values()), "a setting's name must be unique across groups"
+
+
+def flat_settings(run: RunConfig) -> dict[str, Any]:
+    """The run as one flat mapping of the names experiment files have always used (`lr`, `strategy`, `members`)."""
+    flat: dict[str, Any] = {"name": run.name}
+    for group in GROUPS:
+        flat.update(dataclasses.asdict(getattr(run, group)))
+    flat["strategy"] = run.strategy_label
+    flat["members"] = list(run.ensemble)
+    return flat
+
+
+def build_run(name: str, **settings: Any) -> RunConfig:
+    """A RunConfig from flat (`lr=0.01`) and grouped (`optim=OptimConfig(...)`) settings, unchecked: for code and
+    tests; experiment files go through load_experiment."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    whole: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in GROUPS or key == "ensemble":
+            whole[key] = value
+        else:
+            groups[GROUP_OF[key]][key] = value
+    made = {g: (dataclasses.replace(whole[g], **groups[g]) if g in whole else GROUPS[g](**groups[g]))
+            for g in GROUPS}
+    return RunConfig(name=name, ensemble=list(whole.get("ensemble", [])), **made)
+
+
+def replace_run(run: RunConfig, **changes: Any) -> RunConfig:
+    """`run` with some settings changed, by their flat names (`replace_run(run, lr=0.1, name="b")`)."""
+    by_group: dict[str, dict[str, Any]] = {}
+    top = {k: v for k, v in changes.items() if k in ("name", "ensemble")}
+    for key, value in changes.items():
+        if key not in top:
+            by_group.setdefault(GROUP_OF[key], {})[key] = value
+    return dataclasses.replace(run, **top, **{g: dataclasses.replace(getattr(run, g), **c)
+                                             for g, c in by_group.items()})
+
+
+AttributionMethod = typing.Literal["guided_backprop", "integrated_gradients", "grad_cam"]
+ATTRIBUTION_METHODS: tuple[str, ...] = typing.get_args(AttributionMethod)
 
 
 @dataclass
@@ -139,13 +233,13 @@ class AttributionConfig:
     """Which saliency maps `make artifacts` stores for each run (see pipeline/attribute.py)."""
 
     enabled: bool = True
-    methods: list[str] = field(default_factory=lambda: list(ATTRIBUTION_METHODS))
-    splits: list[str] = field(default_factory=lambda: ["test"])
+    methods: list[AttributionMethod] = field(default_factory=lambda: list(ATTRIBUTION_METHODS))
+    splits: list[typing.Literal["train", "val", "test"]] = field(default_factory=lambda: ["test"])
     errors_only: bool = False
     true_class_for_errors: bool = True  # also explain the true class where the prediction is wrong
     max_images: int | None = None  # errors first, then correct ones, up to this many per run
     ig_steps: int = 32
-    ig_baseline: str = "black"  # "black" or "blur"
+    ig_baseline: typing.Literal["black", "blur"] = "black"
     internal_batch_size: int = 64
     batch_size: int = 16
     heatmap_size: int = 64  # stored maps are heatmap_size² 8-bit PNGs
@@ -332,10 +426,9 @@ MAX_NAME = 80
 NAME_PATTERN = re.compile(r"\w(?:[\w.+ -]*[\w.+-])?")  # a file name on every system; no '/', '@', control chars
 NAME = Rule(_is_name, expected=f"a name of letters, digits, '_', '.', '+', '-' or inner spaces (at most {MAX_NAME}), "
                                "starting with a letter or digit")
-NAME_EACH = Rule(_is_name, expected=f"a list of run names ({NAME.expected})", each=True)
+MEMBERS = Rule(lambda v: bool(v) and all(map(_is_name, v)),
+               expected=f"a list of run names, at least one ({NAME.expected})")
 SEED = within(0, 2**32 - 1)  # Lightning and numpy take unsigned 32-bit seeds (Lightning replaces others at random)
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # "auto": a GPU when there is one (pipeline.evaluate.pick_device)
-SPLIT_NAMES = ("train", "val", "test")
 TASK_SETS = (["period"], ["period", "artist"])
 
 
@@ -360,33 +453,32 @@ def rules() -> dict[tuple[type, str], Rule]:
 
     size = within(8, 4096)
     return {
-        (SplitConfig, "mode"): one_of(SPLIT_MODES), (SplitConfig, "val"): at_least(0),
+        (SplitConfig, "val"): at_least(0),
         (SplitConfig, "test"): at_least(0), (SplitConfig, "seed"): SEED,
         (DataConfig, "source"): one_of(list(SOURCES)), (DataConfig, "name"): NAME,
         (DataConfig, "resize"): size, (DataConfig, "crop"): size, (DataConfig, "thumbnail_size"): within(16, 1024),
         (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
-        (RunConfig, "name"): NAME, (RunConfig, "backbone"): one_of(sorted(BACKBONES)),
-        (RunConfig, "strategy"): one_of(STRATEGIES), (RunConfig, "freeze_until"): at_least(1),
-        (RunConfig, "tasks"): Rule(lambda v: v in TASK_SETS, expected="[period] or [period, artist]"),
-        (RunConfig, "epochs"): at_least(1), (RunConfig, "stage2_epochs"): at_least(1),
-        (RunConfig, "stage2_lr_factor"): within(0, 1, lo_open=True), (RunConfig, "batch_size"): at_least(1),
-        (RunConfig, "lr"): within(0, 10, lo_open=True), (RunConfig, "momentum"): within(0, 1, hi_open=True),
-        (RunConfig, "weight_decay"): within(0, 1), (RunConfig, "dropout"): within(0, 1, hi_open=True),
-        (RunConfig, "patience"): at_least(0), (RunConfig, "plateau_patience"): at_least(0),
-        (RunConfig, "plateau_factor"): within(0, 1, lo_open=True, hi_open=True), (RunConfig, "seed"): SEED,
-        (RunConfig, "num_workers"): within(0, 256), (RunConfig, "accelerator"): one_of(ACCELERATORS),
-        (RunConfig, "devices"): Rule(_devices_ok, expected="'auto' or a whole number >= 1"),
-        (RunConfig, "num_nodes"): at_least(1), (RunConfig, "distributed"): one_of(DISTRIBUTED, also=SPAWNING),
-        (RunConfig, "max_minutes"): Rule(lambda v: v > 0, "> 0"),
-        (RunConfig, "projection"): one_of(("tsne", "pca")), (RunConfig, "pooling"): one_of(POOLINGS),
-        (RunConfig, "optimizer"): one_of(("sgd", "adamw")), (RunConfig, "schedule"): one_of(("plateau", "cosine")),
-        (RunConfig, "warmup_epochs"): at_least(0), (RunConfig, "label_smoothing"): within(0, 1, hi_open=True),
-        (RunConfig, "mixup"): at_least(0), (RunConfig, "layer_decay"): within(0, 1, lo_open=True),
-        (RunConfig, "crop_scale"): Rule(_crop_scale_ok, expected="[min, max] with 0 < min <= max <= 1"),
-        (RunConfig, "tta"): one_of(TTA_VIEWS, each=True), (RunConfig, "members"): NAME_EACH,
-        (AttributionConfig, "methods"): one_of(ATTRIBUTION_METHODS, each=True),
-        (AttributionConfig, "splits"): one_of(SPLIT_NAMES, each=True), (AttributionConfig, "max_images"): at_least(0),
-        (AttributionConfig, "ig_steps"): at_least(1), (AttributionConfig, "ig_baseline"): one_of(("black", "blur")),
+        (RunConfig, "name"): NAME, (RunConfig, "ensemble"): MEMBERS,
+        (ModelConfig, "backbone"): one_of(sorted(BACKBONES)), (ModelConfig, "pooling"): one_of(POOLINGS),
+        (ModelConfig, "tasks"): Rule(lambda v: v in TASK_SETS, expected="[period] or [period, artist]"),
+        (ModelConfig, "dropout"): within(0, 1, hi_open=True),
+        (FreezingConfig, "freeze_until"): at_least(1), (FreezingConfig, "stage2_epochs"): at_least(1),
+        (FreezingConfig, "stage2_lr_factor"): within(0, 1, lo_open=True),
+        (FreezingConfig, "layer_decay"): within(0, 1, lo_open=True),
+        (OptimConfig, "lr"): within(0, 10, lo_open=True), (OptimConfig, "momentum"): within(0, 1, hi_open=True),
+        (OptimConfig, "weight_decay"): within(0, 1), (OptimConfig, "warmup_epochs"): at_least(0),
+        (OptimConfig, "plateau_patience"): at_least(0),
+        (OptimConfig, "plateau_factor"): within(0, 1, lo_open=True, hi_open=True),
+        (OptimConfig, "label_smoothing"): within(0, 1, hi_open=True),
+        (AugmentConfig, "mixup"): at_least(0),
+        (AugmentConfig, "crop_scale"): Rule(_crop_scale_ok, expected="[min, max] with 0 < min <= max <= 1"),
+        (LoopConfig, "epochs"): at_least(1), (LoopConfig, "batch_size"): at_least(1),
+        (LoopConfig, "patience"): at_least(0), (LoopConfig, "seed"): SEED,
+        (LoopConfig, "max_minutes"): Rule(lambda v: v > 0, "> 0"),
+        (HardwareConfig, "devices"): Rule(_devices_ok, expected="'auto' or a whole number >= 1"),
+        (HardwareConfig, "num_nodes"): at_least(1), (HardwareConfig, "num_workers"): within(0, 256),
+        (HardwareConfig, "distributed"): one_of(DISTRIBUTED, also=SPAWNING),
+        (AttributionConfig, "max_images"): at_least(0), (AttributionConfig, "ig_steps"): at_least(1),
         (AttributionConfig, "internal_batch_size"): at_least(1), (AttributionConfig, "batch_size"): at_least(1),
         (AttributionConfig, "heatmap_size"): within(8, 1024), (AttributionConfig, "sanity_images"): at_least(0),
     }
@@ -402,6 +494,8 @@ def _is_int(v: Any) -> bool:
 def _matches(value: Any, hint: Any) -> bool:
     """Whether `value` (as YAML gives it) has the type hint's type; a bool is not a number, NaN not a number."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:  # the type of its choices here; which choice, in check_value
+        return any(_matches(value, type(a)) for a in args)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, a) for a in args)
     if origin is list:
@@ -430,9 +524,9 @@ def _describe(hint: Any, rule: Rule | None) -> str:
     words = []
     for a in args:
         if typing.get_origin(a) is list:
-            words.append("a list of " + TYPE_WORDS[typing.get_args(a)[0]][1])
+            words.append("a list of " + TYPE_WORDS[_plain(typing.get_args(a)[0])][1])
         else:
-            words.append(TYPE_WORDS[a][0] if a in TYPE_WORDS else "a mapping")
+            words.append(TYPE_WORDS[_plain(a)][0] if _plain(a) in TYPE_WORDS else "a mapping")
     text = " or ".join(words) + (f" {rule.text}" if rule is not None and rule.text else "")
     return text + (", or null" if len(args) < len(typing.get_args(hint)) else "")
 
@@ -458,8 +552,27 @@ def _section(raw: dict, name: str) -> Any:
     return {} if value is None else value
 
 
+def _plain(hint: Any) -> Any:
+    """A Literal's value type (`Literal["a", "b"]` -> str); any other hint as it is."""
+    return type(typing.get_args(hint)[0]) if typing.get_origin(hint) is typing.Literal else hint
+
+
+def choices_of(hint: Any) -> Rule | None:
+    """The rule a `Literal[...]` hint makes (also inside `list[...]` or `... | None`): the static choices live on
+    the field; registries (backbones, poolings, sources) are rules()."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return one_of(args)
+    if origin is list and typing.get_origin(args[0]) is typing.Literal:
+        return one_of(typing.get_args(args[0]), each=True)
+    if origin in (typing.Union, types.UnionType):
+        return next((r for r in map(choices_of, args) if r is not None), None)
+    return None
+
+
 def check_value(key: str, value: Any, hint: Any, rule: Rule | None) -> str | None:
-    """The problem with one value, as a line naming `key`, or None."""
+    """The problem with one value, as a line naming `key`, or None; a Literal hint gives the choices."""
+    rule = rule or choices_of(hint)
     if not _matches(value, hint):
         return f"{key} must be {_describe(hint, rule)}, got {_show(value)}"
     if rule is None or value is None:
@@ -478,8 +591,13 @@ class Problems:
     def __init__(self, path: Path):
         self.path = path
         self.lines: dict[str, None] = {}  # ordered, without repeats (a bad default is reported once)
+        self.flags: dict[str, str] = {}  # key -> the `--set KEY=VALUE` that wrote it
 
     def add(self, line: str) -> None:
+        for key, flag in self.flags.items():  # a value from the command line: say so after its key
+            if line.startswith(key) and line[len(key):len(key) + 1] in (" ", ":"):
+                line = f"{key} (--set {flag}){line[len(key):]}"
+                break
         self.lines[f"{self.path}: {line}"] = None
 
     def raise_if_any(self) -> None:
@@ -530,15 +648,20 @@ def check_fields(cls: type, raw: Any, key: str, problems: Problems, skip: tuple[
 TOP_LEVEL = ("name", "data", "defaults", "runs", "store", "attributions")
 
 
-def load_experiment(path: str | os.PathLike, data_path: str | None = None, store: str | None = None) -> Experiment:
+def load_experiment(path: str | os.PathLike, data_path: str | None = None, store: str | None = None,
+                    overrides: Sequence[str] = ()) -> Experiment:
     """Read and check a whole experiment YAML before any work: every problem at once, one line each, as ConfigError.
-    `data_path` points the data block at another collection."""
+    `data_path` points the data block at another collection; `overrides` are `KEY=VALUE`s (`--set`) applied to the
+    YAML before it is checked (see apply_overrides)."""
     path = Path(path)
     raw = read_yaml(path)
     problems = Problems(path)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         problems.add(f"an experiment must be a mapping with keys {', '.join(TOP_LEVEL)}, got {_kind(raw)}")
+        problems.raise_if_any()
+    if overrides:
+        raw = apply_overrides(raw, overrides, problems)
         problems.raise_if_any()
     for name in raw:
         if name not in TOP_LEVEL:
@@ -611,9 +734,86 @@ def _check_split(split: SplitConfig, problems: Problems) -> None:
                      f"got {split.val} + {split.test}")
 
 
+@dataclass
+class Written:
+    """Settings as an experiment file wrote them: flat name -> value, and where each was written
+    (`runs[2].lr`, `defaults.optim.lr`), so a problem names the line to change."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+
+
+RUN_KEYS = ("name", "ensemble")  # a run's own keys besides its settings
+ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed")  # all an ensemble run may set: it trains nothing
+
+
+def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written | None:
+    """A run (or the defaults) in either style, grouped (`optim: {lr: 0.01}`) or flat (`lr: 0.01`); old files'
+    `strategy: ensemble, members: [...]` is read as `ensemble: [...]`."""
+    if not isinstance(raw, dict):
+        problems.add(f"{key} must be a mapping (key: value lines), got {_kind(raw)}")
+        return None
+    out, ok = Written(), True
+    legacy = run and raw.get("strategy") == "ensemble"
+    for name, value in raw.items():
+        where = f"{key}.{name}"
+        if name in GROUPS:
+            value = {} if value is None else value
+            if not isinstance(value, dict):
+                problems.add(f"{where} must be a mapping (key: value lines), got {_kind(value)}")
+                ok = False
+                continue
+            for sub, v in value.items():
+                if GROUP_OF.get(sub) != name:
+                    problems.add(f"{where}: unknown key {_show(sub)} ({_close(sub, _hints(GROUPS[name]))})")
+                    ok = False
+                else:
+                    ok = _take(out, sub, v, f"{where}.{sub}", GROUPS[name], problems) and ok
+        elif name == "strategy" and legacy:
+            continue
+        elif name in GROUP_OF:
+            ok = _take(out, name, value, where, GROUPS[GROUP_OF[name]], problems) and ok
+        elif run and name in RUN_KEYS:
+            ok = _take(out, name, value, where, RunConfig, problems) and ok
+        elif run and name == "members" and legacy:
+            ok = _take(out, "ensemble", value, where, RunConfig, problems) and ok
+        elif run and name == "members":
+            problems.add(f"{where}: members go with strategy 'ensemble'; write ensemble: [run names] instead")
+            ok = False
+        else:
+            allowed = [*(RUN_KEYS if run else ()), *GROUPS, *GROUP_OF]
+            problems.add(f"{key}: unknown key {_show(name)} ({_close(name, allowed)})")
+            ok = False
+    if legacy and "members" not in raw:
+        problems.add(f"{key}: strategy 'ensemble' needs members: [run names] (today written ensemble: [run names])")
+        ok = False
+    if run and "name" not in raw:
+        problems.add(f"{key}.name is required")
+        ok = False
+    return out if ok else None
+
+
+def _close(name: Any, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(allowed), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+
+
+def _take(out: Written, name: str, value: Any, where: str, cls: type, problems: Problems) -> bool:
+    """Check one value against its field's type and rule, and keep it."""
+    if name in out.where:
+        problems.add(f"{where}: {name} is given twice ({out.where[name]} and {where})")
+        return False
+    line = check_value(where, value, _hints(cls)[name], rules().get((cls, name)))
+    if line:
+        problems.add(line)
+        return False
+    out.values[name], out.where[name] = value, where
+    return True
+
+
 def _runs(raw: dict, data: DataConfig | None, problems: Problems) -> list[RunConfig] | None:
     """Each run is the defaults overridden by its own keys; a problem is reported where its value was written."""
-    defaults = check_fields(RunConfig, _section(raw, "defaults"), "defaults", problems, skip=("name",))
+    defaults = read_settings(_section(raw, "defaults"), "defaults", problems, run=False)
     given = raw.get("runs")
     if not given:
         problems.add("no runs defined: add `runs:` with a list of runs, each with a name (see configs/demo.yaml)")
@@ -623,14 +823,20 @@ def _runs(raw: dict, data: DataConfig | None, problems: Problems) -> list[RunCon
         return None
     runs: list[RunConfig] | None = []
     for i, run_raw in enumerate(given):
-        own = check_fields(RunConfig, run_raw, f"runs[{i}]", problems)
+        own = read_settings(run_raw, f"runs[{i}]", problems, run=True)
         if own is None or defaults is None or runs is None:
             runs = None
             continue
-        run = RunConfig(**{**defaults, **own})
-        _check_run(run, RunChecks(i, own, problems))
-        if data is not None and "artist" in run.tasks and data.source == "imagefolder":
-            problems.add(f"runs[{i}].tasks: task 'artist' needs artist labels; an ImageFolder has none")
+        run = build_run(**{**defaults.values, **own.values})
+        at = RunChecks(i, {**defaults.where, **own.where}, problems)
+        if run.ensemble:
+            for name in own.values.keys() - set(ENSEMBLE_KEYS):
+                problems.add(f"{own.where[name]}: an ensemble run takes no training settings (it averages its "
+                             "members' stored probabilities); set it on the members")
+        else:
+            _check_run(run, at)
+            if data is not None and "artist" in run.model.tasks and data.source == "imagefolder":
+                problems.add(f"{at.key('tasks')}: task 'artist' needs artist labels; an ImageFolder has none")
         runs.append(run)
     if runs:
         _check_names(runs, problems)
@@ -639,14 +845,14 @@ def _runs(raw: dict, data: DataConfig | None, problems: Problems) -> list[RunCon
 
 @dataclass
 class RunChecks:
-    """Where a run's problems go: `key(name)` names the run's own line or the defaults that gave the value."""
+    """Where a run's problems go: `key(name)` names the line that gave the value (the run's own or the defaults')."""
 
     index: int
-    own: dict[str, Any]
+    where: dict[str, str]
     problems: Problems
 
     def key(self, name: str) -> str:
-        return f"runs[{self.index}].{name}" if name in self.own else f"defaults.{name}"
+        return self.where.get(name, f"runs[{self.index}].{name}")
 
     def add(self, line: str) -> None:
         self.problems.add(line)
@@ -654,41 +860,42 @@ class RunChecks:
 
 def _check_run(run: RunConfig, at: RunChecks) -> None:
     """Settings that depend on each other or on this machine (types and ranges are already right)."""
-    where = f"runs[{at.index}]"
-    if run.strategy == "partial" and run.freeze_until is None:
+    where, freezing, backbone = f"runs[{at.index}]", run.freezing, run.model.backbone
+    if freezing.strategy == "partial" and freezing.freeze_until is None:
         at.add(f"{where}: strategy 'partial' needs freeze_until: k (the first k blocks frozen, k >= 1)")
-    elif run.strategy != "partial" and run.freeze_until is not None:
-        at.add(f"{at.key('freeze_until')}: freeze_until only applies to strategy 'partial', not {run.strategy!r}")
-    elif run.freeze_until is not None and run.freeze_until > block_count(run.backbone):
-        at.add(f"{at.key('freeze_until')} must be from 1 to {block_count(run.backbone)} (the blocks of "
-               f"{run.backbone}), got {run.freeze_until}")
-    if (run.strategy == "ensemble") != bool(run.members):
-        at.add(f"{where}: strategy 'ensemble' needs members: [run names], and only it takes members")
+    elif freezing.strategy != "partial" and freezing.freeze_until is not None:
+        at.add(f"{at.key('freeze_until')}: freeze_until only applies to strategy 'partial', "
+               f"not {freezing.strategy!r}")
+    elif freezing.freeze_until is not None and freezing.freeze_until > block_count(backbone):
+        at.add(f"{at.key('freeze_until')} must be from 1 to {block_count(backbone)} (the blocks of "
+               f"{backbone}), got {freezing.freeze_until}")
     _check_distributed(run, at)
     _check_accelerator(run, at)
 
 
 def _check_distributed(run: RunConfig, at: RunChecks) -> None:
-    if run.distributed in SPAWNING:
-        at.add(f"{at.key('distributed')}: distributed {run.distributed!r} is not supported: spawned workers hand back "
+    hw = run.hardware
+    if hw.distributed in SPAWNING:
+        at.add(f"{at.key('distributed')}: distributed {hw.distributed!r} is not supported: spawned workers hand back "
                "only the final weights, not the epoch history and best-epoch weights a run stores; use 'ddp' "
                "(the command runs once per process)")
-    processes = (run.devices if _is_int(run.devices) else 1) * run.num_nodes
-    if run.lr_finder and (processes > 1 or run.distributed == "ddp"):
+    processes = (hw.devices if _is_int(hw.devices) else 1) * hw.num_nodes
+    if run.optim.lr_finder and (processes > 1 or hw.distributed == "ddp"):
         at.add(f"{at.key('lr_finder')}: lr_finder does not run with several processes (Lightning's tuner is "
                "single-process); find the LR in a single-process run, then set lr: and drop lr_finder")
 
 
 def _check_accelerator(run: RunConfig, at: RunChecks) -> None:
     """A GPU asked for by name must be here: training on the CPU instead would be silent and many times slower."""
-    if run.accelerator not in ("gpu", "cuda"):
+    hw = run.hardware
+    if hw.accelerator not in ("gpu", "cuda"):
         return
     count = gpu_count()
     if count == 0:
-        at.add(f"{at.key('accelerator')}: accelerator {run.accelerator!r} but this machine has no usable CUDA GPU "
+        at.add(f"{at.key('accelerator')}: accelerator {hw.accelerator!r} but this machine has no usable CUDA GPU "
                "(torch.cuda.is_available() is false); use 'auto' (a GPU when there is one) or 'cpu'")
-    elif _is_int(run.devices) and run.devices > count:
-        at.add(f"{at.key('devices')}: {run.devices} GPUs asked for but this machine has {count}")
+    elif _is_int(hw.devices) and hw.devices > count:
+        at.add(f"{at.key('devices')}: {hw.devices} GPUs asked for but this machine has {count}")
 
 
 def gpu_count() -> int:
@@ -715,10 +922,105 @@ def _check_names(runs: list[RunConfig], problems: Problems) -> None:
     if repeated:
         problems.add(f"runs: run names must be unique; repeated: {', '.join(map(repr, repeated))}")
     for i, run in enumerate(runs):
-        missing = [m for m in run.members if m not in names[:i] or runs[names.index(m)].strategy == "ensemble"]
+        missing = [m for m in run.ensemble if m not in names[:i] or runs[names.index(m)].ensemble]
         if missing:
-            problems.add(f"runs[{i}].members: {missing} must be trained runs listed before the ensemble "
+            problems.add(f"runs[{i}].ensemble: {missing} must be trained runs listed before the ensemble "
                          f"{run.name!r}; runs: {names}")
+
+
+# ------------------------------------------------------------------------------------------ --set KEY=VALUE
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str], problems: Problems) -> dict:
+    """Hydra-style `KEY=VALUE`s into a copy of the YAML tree, after the file and before any check: `data.resize=96`,
+    `defaults.lr=0.01`, `runs.<run name>.epochs=1`, grouped keys too (`runs.a.model.backbone=resnet18`); VALUE is
+    read as YAML (`[flip]`, `1e-3`, `null`). A bad value is then refused as if written in the file, naming the flag."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        key, eq, value_text = text.partition("=")
+        if not eq or not key:
+            problems.add(f"--set {text}: write KEY=VALUE, e.g. runs.<run name>.epochs=1 or data.resize=96")
+            continue
+        try:
+            value = _parse_yaml(value_text, Path(f"--set {text}"))
+        except ConfigError as exc:
+            problems.add(str(exc))
+            continue
+        placed = _place(raw, key, value, text, problems)
+        if placed:
+            problems.flags[placed] = text
+    return raw
+
+
+def _place(raw: dict, key: str, value: Any, text: str, problems: Problems) -> str | None:
+    """Put one override into `raw`; returns the key as problems name it (`runs[0].model.backbone`), or None."""
+    section, _, rest = key.partition(".")
+    if section == "runs":
+        runs = raw.get("runs")
+        names = [r.get("name") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+        name = max((n for n in names if isinstance(n, str) and rest.startswith(f"{n}.")), key=len, default=None)
+        if name is None or not isinstance(runs, list):
+            wanted = rest.split(".")[0]
+            close = difflib.get_close_matches(wanted, [str(n) for n in names], n=3)
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"runs: {names}"
+            problems.add(f"--set {text}: no run named {wanted!r} ({hint}); write runs.<run name>.<key>=VALUE")
+            return None
+        i = names.index(name)
+        return _place_setting(runs[i], rest[len(name) + 1:], value, f"runs[{i}]", text, problems, run=True)
+    if section == "defaults":
+        if not isinstance(raw.get("defaults"), dict):
+            raw["defaults"] = {}
+        return _place_setting(raw["defaults"], rest, value, "defaults", text, problems, run=False)
+    if section in ("data", "attributions") and rest:
+        cls, parts = DataConfig if section == "data" else AttributionConfig, rest.split(".")
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {}
+        node = raw[section]
+        for depth, part in enumerate(parts):
+            hints, last = _hints(cls), depth == len(parts) - 1
+            if part not in hints or not (last or dataclasses.is_dataclass(hints[part])):
+                problems.add(f"--set {text}: unknown key {'.'.join([section, *parts[:depth + 1]])!r} "
+                             f"({_close(part, list(hints))})")
+                return None
+            if not last:
+                cls = hints[part]
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+        node[parts[-1]] = value
+        return key
+    if section in ("name", "store") and not rest:
+        raw[section] = value
+        return key
+    problems.add(f"--set {text}: unknown key {key!r}; start it with runs.<run name>., defaults., data. or "
+                 "attributions.")
+    return None
+
+
+def _place_setting(mapping: Any, key: str, value: Any, where: str, text: str, problems: Problems,
+                   run: bool) -> str | None:
+    """A run's or the defaults' setting, by its flat or grouped name; it replaces the value however the file wrote
+    it (flat or grouped), so the two never clash."""
+    parts = key.split(".")
+    valid = [*(RUN_KEYS if run else ()), *GROUP_OF, *(f"{g}.{n}" for n, g in GROUP_OF.items())]
+    if not isinstance(mapping, dict) or key not in valid:
+        problems.add(f"--set {text}: unknown key {key!r} in {where} ({_close(key, valid)})")
+        return None
+    name = parts[-1]
+    group = GROUP_OF.get(name)
+    mapping.pop(name, None)
+    if group and isinstance(mapping.get(group), dict):
+        mapping[group].pop(name, None)
+    if len(parts) == 2:
+        if not isinstance(mapping.get(group), dict):
+            mapping[group] = {}
+        mapping[group][name] = value
+    else:
+        mapping[name] = value
+    if run and name == "ensemble" and mapping.get("strategy") == "ensemble":
+        mapping.pop("strategy")
+        mapping.pop("members", None)
+    return f"{where}.{key}"
 
 
 def detect_source(path: str) -> str:

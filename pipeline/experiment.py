@@ -31,7 +31,7 @@ import yaml
 
 from pipeline import checkpoint, store
 from pipeline.attribute import attribute_run
-from pipeline.config import Experiment, RunConfig
+from pipeline.config import GROUPS, Experiment, RunConfig, flat_settings
 from pipeline.data.labels import label_targets
 from pipeline.data.prepare import PreparedData, check_trainable, content_digest, prepare
 from pipeline.data.transforms import tta_views
@@ -43,20 +43,33 @@ from pipeline.train import TrainResult, frozen_features, train
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
 
 
-# Fields added after stores were made: left out of the hash while at their default, so those runs stay valid.
-ADDED_FIELDS = ("num_nodes", "distributed", "pooling", "optimizer", "schedule", "warmup_epochs", "label_smoothing",
-                "mixup", "crop_scale", "tta", "members", "layer_decay", "class_balanced")
-DEFAULT_RUN = dataclasses.asdict(RunConfig(name=""))
+# The settings of the first stores (by their flat names): always part of a run's identity, even at their default.
+# NEVER EDIT this set, not even when a setting is renamed or moved between groups: stored runs would lose their
+# identity and be trained again. A setting added later needs no list: it is hashed only when it differs from its
+# default, so every run made before it keeps its identity (tests/test_identity.py).
+FIRST_SETTINGS = frozenset({
+    "name", "backbone", "pretrained", "strategy", "freeze_until", "tasks", "epochs", "stage2_epochs",
+    "stage2_lr_factor", "batch_size", "lr", "momentum", "weight_decay", "dropout", "patience", "plateau_patience",
+    "plateau_factor", "lr_finder", "feature_cache", "hflip", "seed", "num_workers", "accelerator", "devices",
+    "max_minutes", "projection"})
+
+
+def identity_settings(run: RunConfig) -> dict:
+    """The settings a run's identity hashes: the first stores' settings always, any later one when not at its
+    default (read from the run's own group classes, so a field added anywhere is covered)."""
+    defaults = {"members": []}
+    for group in GROUPS:
+        for f in dataclasses.fields(getattr(run, group)):
+            defaults[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return {name: value for name, value in flat_settings(run).items()
+            if name in FIRST_SETTINGS or value != defaults[name]}
 
 
 def config_hash(run: RunConfig, data: PreparedData) -> str:
     """Identity of a run's result: its settings and the exact images and splits it saw."""
     images = data.images
     content = "\n".join(images["image_id"] + " " + images["content_hash"] + " " + images["split"]).encode()
-    settings = dataclasses.asdict(run)
-    for name in ADDED_FIELDS:
-        if settings[name] == DEFAULT_RUN[name]:
-            del settings[name]
+    settings = identity_settings(run)
     spec = {"run": settings, "dataset": data.dataset_id, "content": hashlib.sha1(content).hexdigest()}
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -154,7 +167,7 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     The checkpoint is written beside the previous one and moved into place after the store commit, so a kill
     at any point leaves the stored run with its own loadable checkpoint (see pipeline/checkpoint.py).
     In a distributed run every process trains; only global rank 0 goes on (the others return None)."""
-    if run.strategy == "ensemble":
+    if run.ensemble:
         return run_ensemble(exp, run, data) if is_global_zero() else None
     run_id = exp.run_id(run)
     started_at = datetime.now()
@@ -166,14 +179,15 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     saved = checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
                                result.transform)
     embeddings, logits = predict(run, result, data, progress, saved)
-    ev = score_outputs(run_id, data.images, result.targets, result.labels, embeddings, logits, run.projection, run.seed)
+    ev = score_outputs(run_id, data.images, result.targets, result.labels, embeddings, logits, run.loop.projection,
+                       run.loop.seed)
     eval_seconds = time.perf_counter() - t0
     attributions = None
     if exp.attributions.enabled:
         attributions = attribute_run(
             run_id, result.model, result.transform, data.pixels, data.images, logits["period"].argmax(1),
             result.targets[:, 0], result.labels["period"], exp.attributions, torch.device(result.device),
-            run.backbone, progress,
+            run.model.backbone, progress,
         )
     final = run_dir(exp, run) / "model.pt"
     token = uuid.uuid4().hex[:16]
@@ -227,8 +241,9 @@ def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started
     h = ev.headline
     return {
         "run_id": exp.run_id(run), "experiment": exp.name, "name": run.name, "dataset_id": data.dataset_id,
-        "backbone": run.backbone, "strategy": run.strategy, "freeze_until": run.freeze_until, "tasks": run.tasks,
-        "pretrained": run.pretrained, "config": resolved_config(exp, run, data),
+        "backbone": run.model.backbone, "strategy": run.strategy_label, "freeze_until": run.freezing.freeze_until,
+        "tasks": run.model.tasks,
+        "pretrained": run.model.pretrained, "config": resolved_config(exp, run, data),
         "config_hash": config_hash(run, data), "status": "complete", "started_at": started_at,
         "finished_at": datetime.now(), **fields,
         "test_accuracy": h.get("accuracy"), "test_balanced_accuracy": h.get("balanced_accuracy"),
@@ -249,7 +264,7 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     predicts as this stores), written like a trained run's: beside the old one, moved in after the commit."""
     started_at = datetime.now()
     run_id = exp.run_id(run)
-    members = [f"{exp.name}/{m}" for m in checkpoint.members_of(dataclasses.asdict(run))]
+    members = [f"{exp.name}/{m}" for m in run.ensemble]
     member_runs = store.load_members(exp.store, members, data.dataset_id)
     labels = member_runs.labels
     targets = label_targets(data.images, labels)
@@ -258,8 +273,8 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
               for task in labels}
     embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
     t0 = time.perf_counter()
-    ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits, run.projection,
-                  run.seed)
+    ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits,
+                       run.loop.projection, run.loop.seed)
     note = f"ensemble: mean probability of {', '.join(members)}"
     tokens = store.run_checkpoints(exp.store)
     final = run_dir(exp, run) / "model.pt"
@@ -290,7 +305,7 @@ def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: b
     rows = data.images["cache_index"].to_numpy()
     device = torch.device(result.device)
     if result.features is None:
-        return saved.predict(data.pixels, rows, run.batch_size * 2, device, progress)
+        return saved.predict(data.pixels, rows, run.loop.batch_size * 2, device, progress)
     per_view = []
     for view in tta_views(saved.tta):
         features = result.view_features.get(view)

@@ -84,10 +84,11 @@ class TrainResult:
 
 
 def stages_for(run: RunConfig) -> list[Stage]:
-    if run.strategy == "two_stage":
-        return [Stage("head", run.epochs, run.lr), Stage("finetune", run.stage2_epochs, run.lr * run.stage2_lr_factor)]
-    name = {"head": "head", "finetune": "finetune", "partial": "partial"}[run.strategy]
-    return [Stage(name, run.epochs, run.lr)]
+    if run.freezing.strategy == "two_stage":
+        return [Stage("head", run.loop.epochs, run.optim.lr),
+                Stage("finetune", run.freezing.stage2_epochs, run.optim.lr * run.freezing.stage2_lr_factor)]
+    name = {"head": "head", "finetune": "finetune", "partial": "partial"}[run.freezing.strategy]
+    return [Stage(name, run.loop.epochs, run.optim.lr)]
 
 
 class EpochRecorder(Callback):
@@ -133,17 +134,17 @@ class BestWeights(Callback):
 
 def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainResult:
     """Build the model for `run`, fit every stage, and return it with its best weights."""
-    pl.seed_everything(run.seed, workers=True, verbose=False)
+    pl.seed_everything(run.loop.seed, workers=True, verbose=False)
     labels = {"period": list(data.periods)}
-    if "artist" in run.tasks:
+    if "artist" in run.model.tasks:
         labels["artist"] = list(data.artists)
     targets = label_targets(data.images, labels)
-    backbone = build_backbone(run.backbone, pretrained=run.pretrained)
-    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=run.head_dropout,
-                             pooling=run.pooling)
-    transform = BatchTransform(data.config.crop, mean=backbone.mean, std=backbone.std, hflip=run.hflip,
-                               crop_scale=run.crop_scale)
-    device = pick_device(run.accelerator)
+    backbone = build_backbone(run.model.backbone, pretrained=run.model.pretrained)
+    model = PeriodClassifier(backbone, {t: len(n) for t, n in labels.items()}, dropout=run.model.head_dropout,
+                             pooling=run.model.pooling)
+    transform = BatchTransform(data.config.crop, mean=backbone.mean, std=backbone.std, hflip=run.augment.hflip,
+                               crop_scale=run.augment.crop_scale)
+    device = pick_device(run.hardware.accelerator)
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         device = torch.device("cuda", local_rank())  # this process's GPU (for the feature pass); 0 unless launched
     split = data.images["split"].to_numpy()
@@ -155,7 +156,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     mirrored: np.ndarray | None = None  # features of the mirrored images: flip augmentation on the feature cache
     history: list[dict] = []
     best = BestWeights()
-    lr = run.lr
+    lr = run.optim.lr
     notes: list[str] = []
     stages = stages_for(run)
     threads = torch.get_num_threads()  # Lightning lowers it for several processes; restored for evaluation
@@ -164,38 +165,38 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         if stage.name == "head":
             apply_strategy(backbone, "head")
         elif stage.name == "partial":
-            apply_strategy(backbone, "partial", run.freeze_until)
+            apply_strategy(backbone, "partial", run.freezing.freeze_until)
         else:
             unfreeze_all(backbone)
-        from_features = stage.name == "head" and run.feature_cache and not run.crop_scale
+        from_features = stage.name == "head" and run.loop.feature_cache and not run.augment.crop_scale
         if from_features and features is None:
             features = frozen_features(run, model, transform, data, rows, device, progress, notes)
-            if run.hflip:
+            if run.augment.hflip:
                 mirrored = frozen_features(run, model, transform, data, rows, device, progress, notes, "centre-flip")
         if from_features:
             source, source_rows = features, np.arange(len(rows))
         else:
             source, source_rows = data.pixels, rows
         loaders = [
-            make_loader(source, source_rows[idx[s]], targets[idx[s]], run.batch_size, shuffle=s == "train",
-                        seed=run.seed, num_workers=run.num_workers)
+            make_loader(source, source_rows[idx[s]], targets[idx[s]], run.loop.batch_size, shuffle=s == "train",
+                        seed=run.loop.seed, num_workers=run.hardware.num_workers)
             for s in ("train", "val")
         ]
         if from_features and mirrored is not None:  # every training image in both orientations, each epoch
             both = np.concatenate([features, mirrored])
             train_rows = np.concatenate([idx["train"], len(rows) + idx["train"]])
-            loaders[0] = make_loader(both, train_rows, np.concatenate([targets[idx["train"]]] * 2), run.batch_size,
-                                     shuffle=True, seed=run.seed, num_workers=run.num_workers)
+            loaders[0] = make_loader(both, train_rows, np.concatenate([targets[idx["train"]]] * 2), run.loop.batch_size,
+                                     shuffle=True, seed=run.loop.seed, num_workers=run.hardware.num_workers)
         module = ClassifierModule(
             model, run, lr=stage.lr, transform=transform, from_features=from_features,
             channels_last=device.type == "cuda",
-            class_weights=class_weights(targets[idx["train"]], labels) if run.class_balanced else None,
+            class_weights=class_weights(targets[idx["train"]], labels) if run.optim.class_balanced else None,
         )
-        if run.lr_finder and i == 0:
+        if run.optim.lr_finder and i == 0:
             lr = module.lr = find_lr(run, device, from_features, module, loaders, notes)
         recorder = EpochRecorder(stage.name, offset=len(history))
         best.offset = len(history)
-        callbacks = [EarlyStopping("val_acc", mode="max", patience=run.patience), best, recorder, ShardReport()]
+        callbacks = [EarlyStopping("val_acc", mode="max", patience=run.loop.patience), best, recorder, ShardReport()]
         trainer = make_trainer(run, device, from_features, stage.epochs, callbacks, progress)
         with lightning_quiet():
             trainer.fit(module, *loaders)
@@ -213,7 +214,8 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     view_features = {"centre": features, "centre-flip": mirrored} if features is not None else {}
     return TrainResult(
         model=model, transform=transform, labels=labels, targets=targets,
-        epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds, device=str(pick_device(run.accelerator)),
+        epochs=pd.DataFrame(history), best_epoch=best.epoch, seconds=seconds,
+        device=str(pick_device(run.hardware.accelerator)),
         lr=lr, features=features, view_features={k: v for k, v in view_features.items() if v is not None},
         notes=notes, world_size=world_size, global_rank=rank,
     )
@@ -239,14 +241,14 @@ def feature_file(run: RunConfig, transform: BatchTransform, data: PreparedData, 
     decoded cache file (path and modification time), which rows, the backbone, pooling, crop, view and
     normalisation."""
     filename = getattr(data.pixels, "filename", None)
-    if not run.pretrained or filename is None:
+    if not run.model.pretrained or filename is None:
         return None
     pixels = Path(filename)
-    spec = [str(pixels), pixels.stat().st_mtime_ns, hashlib.sha1(rows.tobytes()).hexdigest(), run.backbone,
-            run.pooling, view, transform.crop, transform.mean.flatten().tolist(), transform.std.flatten().tolist(),
-            torch.__version__]
+    spec = [str(pixels), pixels.stat().st_mtime_ns, hashlib.sha1(rows.tobytes()).hexdigest(), run.model.backbone,
+            run.model.pooling, view, transform.crop, transform.mean.flatten().tolist(),
+            transform.std.flatten().tolist(), torch.__version__]
     digest = hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
-    return pixels.parent / "features" / f"{run.backbone}-{digest}.npy"
+    return pixels.parent / "features" / f"{run.model.backbone}-{digest}.npy"
 
 
 def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTransform, data: PreparedData,
@@ -258,7 +260,7 @@ def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTra
     if path is not None and path.exists():
         notes.append(f"frozen-backbone features ({view}) reused from {path.name}")
         return np.load(path)
-    features, _ = forward_pass(model, transform, data.pixels, rows, run.batch_size * 2, device, heads=False,
+    features, _ = forward_pass(model, transform, data.pixels, rows, run.loop.batch_size * 2, device, heads=False,
                                desc=f"features (frozen backbone, {view})", progress=progress, view=view)
     if path is not None and is_global_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,15 +274,15 @@ def make_trainer(
     run: RunConfig, device: torch.device, from_features: bool, epochs: int, callbacks: list, progress: bool,
     root_dir: str | None = None,
 ) -> pl.Trainer:
-    """Lightning does the distribution: devices and num_nodes from the run, strategy from `run.distributed`."""
-    gpu = device.type == "cuda"
+    """Lightning does the distribution: devices and num_nodes from the run, strategy from `run.hardware.distributed`."""
+    gpu, hw = device.type == "cuda", run.hardware
     return pl.Trainer(
         default_root_dir=root_dir,
         max_epochs=epochs,
         accelerator="gpu" if gpu else "cpu",
-        devices=run.devices if gpu or isinstance(run.devices, int) else 1,  # CPU: an int is a process count
-        num_nodes=run.num_nodes,
-        strategy=lightning_strategy(run.distributed),
+        devices=hw.devices if gpu or isinstance(hw.devices, int) else 1,  # CPU: an int is a process count
+        num_nodes=hw.num_nodes,
+        strategy=lightning_strategy(hw.distributed),
         precision="bf16-mixed" if device.type == "cuda" and not from_features else "32-true",
         callbacks=callbacks,
         logger=False,
@@ -288,7 +290,7 @@ def make_trainer(
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        max_time={"minutes": run.max_minutes} if run.max_minutes else None,
+        max_time={"minutes": run.loop.max_minutes} if run.loop.max_minutes else None,
     )
 
 

@@ -55,7 +55,7 @@ def imagenet_probs(backbone, image: np.ndarray, fc=None) -> torch.Tensor:
 
 def test_registry_names_and_default():
     assert set(BACKBONES) == {"resnet18", "resnet34", "resnet50", *LITES}
-    assert RunConfig(name="x").backbone in BACKBONES
+    assert RunConfig(name="x").model.backbone in BACKBONES
     with pytest.raises(ValueError, match="resnet18"):
         build_backbone("vgg16", pretrained=False)
 

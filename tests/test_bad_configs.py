@@ -225,7 +225,7 @@ def test_aliases_within_reason_and_exponents_are_read(tmp_path):
     path.write_text("name: x\ndefaults: &s {strategy: head, lr: 1e-3}\n"
                     + "runs:\n  - {<<: *s, name: a}\n  - {<<: *s, name: b, lr: 2E-2}\n")
     a, b = load_experiment(path).runs
-    assert (a.strategy, a.lr, b.lr) == ("head", 0.001, 0.02)
+    assert (a.freezing.strategy, a.optim.lr, b.optim.lr) == ("head", 0.001, 0.02)
 
 
 def test_a_gpu_asked_for_is_checked_against_this_machine(tmp_path, monkeypatch):
@@ -239,4 +239,4 @@ def test_a_gpu_asked_for_is_checked_against_this_machine(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"runs\[1\]\.devices: 2 GPUs asked for but this machine has 1$"):
         load_experiment(path)
     path = write(tmp_path, {"defaults": {"accelerator": "gpu"}})
-    assert load_experiment(path).runs[0].accelerator == "gpu"
+    assert load_experiment(path).runs[0].hardware.accelerator == "gpu"

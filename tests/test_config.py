@@ -42,14 +42,14 @@ def test_shipped_configs_load(config, monkeypatch):
 def test_reference_configs_hold_the_reference_runs(monkeypatch):
     monkeypatch.setenv("HISTORIC_ART", "/data/historic-art")
     subset = load_experiment(REPO_ROOT / "configs" / "reference-subset.yaml")
-    assert [(r.backbone, r.strategy, r.tasks) for r in subset.runs] == [
+    assert [(r.model.backbone, r.freezing.strategy, r.model.tasks) for r in subset.runs] == [
         ("resnet18", "head", ["period"]), ("resnet34", "head", ["period"]), ("resnet50", "head", ["period"]),
         ("resnet18", "two_stage", ["period"]), ("resnet18", "finetune", ["period"]),
         ("resnet18", "head", ["period", "artist"]), ("resnet34", "head", ["period", "artist"])]
-    assert subset.runs[4].lr_finder and subset.data.subset == "twelve_artists"
+    assert subset.runs[4].optim.lr_finder and subset.data.subset == "twelve_artists"
     assert (subset.data.split.val, subset.data.split.test) == (30, 30)
     full = load_experiment(REPO_ROOT / "configs" / "reference-full.yaml")
-    assert [r.freeze_until for r in full.runs] == [1, 2, 3, 4]
+    assert [r.freezing.freeze_until for r in full.runs] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,6 @@ def test_bad_distributed_settings_are_explained(tmp_path, run, message):
 
 def test_distributed_settings_load(tmp_path):
     (run,) = load_experiment(write(tmp_path, {"devices": 4, "num_nodes": 2, "distributed": "ddp"})).runs
-    assert (run.devices, run.num_nodes, run.distributed) == (4, 2, "ddp")
+    assert (run.hardware.devices, run.hardware.num_nodes, run.hardware.distributed) == (4, 2, "ddp")
     (run,) = load_experiment(write(tmp_path, {})).runs
-    assert (run.devices, run.num_nodes, run.distributed) == ("auto", 1, "auto")
+    assert (run.hardware.devices, run.hardware.num_nodes, run.hardware.distributed) == ("auto", 1, "auto")

@@ -3,13 +3,11 @@ mixup / label smoothing / cosine schedule."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ConfigError, DataConfig, RunConfig, SplitConfig
+from pipeline.config import ConfigError, DataConfig, SplitConfig, build_run, replace_run
 from pipeline.data.prepare import prepare
 from pipeline.data.transforms import CONTENT_LEVEL, BatchTransform, content_box, tta_views
 from pipeline.experiment import predict, run_experiment
@@ -64,7 +62,7 @@ def test_random_crops_vary_in_place_and_scale():
 def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     """TTA changes a prediction only through its declared views: its probabilities are the mean of the model's
     probabilities on those views, each made by hand here, and a view-free run is the plain forward pass."""
-    run = RunConfig(name="t", strategy="finetune", epochs=1, lr=0.01, batch_size=64, tta=["flip", "crops"])
+    run = build_run(name="t", strategy="finetune", epochs=1, lr=0.01, batch_size=64, tta=["flip", "crops"])
     result = train(run, tiny_data, progress=False)
     assert result.features is None
     _, logits = predict(run, result, tiny_data, progress=False)
@@ -76,11 +74,11 @@ def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     c, e = (size - crop) // 2, size - crop
     by_hand = [pixels[..., c : c + crop, c : c + crop], pixels[..., c : c + crop, c : c + crop].flip(-1),
                pixels[..., :crop, :crop], pixels[..., :crop, e:], pixels[..., e:, :crop], pixels[..., e:, e:]]
-    assert len(by_hand) == len(tta_views(run.tta))
+    assert len(by_hand) == len(tta_views(run.augment.tta))
     with torch.inference_mode():
         probs = [torch.softmax(model((v - mean) / std)["period"], 1).numpy() for v in by_hand]
     np.testing.assert_allclose(softmax(logits["period"]), np.mean(probs, axis=0), atol=1e-5)
-    _, plain = predict(dataclasses.replace(run, tta=[]), result, tiny_data, progress=False)
+    _, plain = predict(replace_run(run, tta=[]), result, tiny_data, progress=False)
     _, direct = forward_pass(model, result.transform, tiny_data.pixels, rows, 64, torch.device("cpu"),
                              progress=False)
     np.testing.assert_allclose(plain["period"], direct["period"], atol=1e-5)
@@ -89,7 +87,7 @@ def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
 
 @pytest.mark.slow
 def test_flip_augmentation_on_the_feature_cache_trains_on_both_orientations(tiny_data):
-    run = RunConfig(name="f", strategy="head", epochs=2, lr=0.01, batch_size=64, hflip=True, tta=["flip"])
+    run = build_run(name="f", strategy="head", epochs=2, lr=0.01, batch_size=64, hflip=True, tta=["flip"])
     result = train(run, tiny_data, progress=False)
     assert set(result.view_features) == {"centre", "centre-flip"}
     rows = tiny_data.images["cache_index"].to_numpy()
@@ -97,8 +95,8 @@ def test_flip_augmentation_on_the_feature_cache_trains_on_both_orientations(tiny
                                heads=False, progress=False, view="centre-flip")
     np.testing.assert_allclose(result.view_features["centre-flip"], mirrored, atol=1e-5)
     n_train = int((tiny_data.images["split"] == "train").sum())
-    steps_per_epoch = -(-2 * n_train // run.batch_size)
-    assert len(result.epochs) == 2 and steps_per_epoch > -(-n_train // run.batch_size)
+    steps_per_epoch = -(-2 * n_train // run.loop.batch_size)
+    assert len(result.epochs) == 2 and steps_per_epoch > -(-n_train // run.loop.batch_size)
 
 
 @pytest.mark.slow

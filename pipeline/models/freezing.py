@@ -12,9 +12,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from pipeline.config import STRATEGIES
 from pipeline.models.backbones import Backbone
-
-STRATEGIES = ("head", "finetune", "two_stage", "partial")
 
 
 def _set_trainable(params: Iterable[nn.Parameter], trainable: bool) -> None:

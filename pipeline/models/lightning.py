@@ -41,7 +41,7 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.run = run
-        self.tasks = list(run.tasks)
+        self.tasks = list(run.model.tasks)
         self.lr = lr  # attribute name the Lightning LR finder sets
         self.transform = transform
         self.from_features = from_features
@@ -64,7 +64,7 @@ class ClassifierModule(pl.LightningModule):
     def mixed(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
         """Mixup (Zhang et al. 2018): a batch blended with itself shuffled, weight lam ~ Beta(a, a);
         returns the logits, the permutation and lam (the loss mixes the two targets alike)."""
-        lam = float(torch.distributions.Beta(self.run.mixup, self.run.mixup).sample())
+        lam = float(torch.distributions.Beta(self.run.augment.mixup, self.run.augment.mixup).sample())
         x = self.inputs(x, train=True)
         perm = torch.randperm(len(x), device=x.device)
         x = lam * x + (1 - lam) * x[perm]
@@ -83,11 +83,11 @@ class ClassifierModule(pl.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         training = stage == "train"
-        if training and self.run.mixup > 0:
+        if training and self.run.augment.mixup > 0:
             logits, perm, lam = self.mixed(x)
         else:
             logits, perm, lam = self(x, train=training), None, 1.0
-        smoothing = self.run.label_smoothing if training else 0.0
+        smoothing = self.run.optim.label_smoothing if training else 0.0
         loss = torch.zeros((), device=x.device)
         sync = self.distributed
         for i, task in enumerate(self.tasks):
@@ -121,20 +121,20 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self):
-        params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.run.layer_decay)
-        if self.run.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.run.weight_decay)
+        params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.run.freezing.layer_decay)
+        if self.run.optim.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.run.optim.weight_decay)
         else:
-            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.run.momentum,
-                                        weight_decay=self.run.weight_decay)
-        if self.run.schedule == "cosine":
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=self.run.optim.momentum,
+                                        weight_decay=self.run.optim.weight_decay)
+        if self.run.optim.schedule == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
             per_epoch = total / max(1, self.trainer.max_epochs)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, warmup_cosine(total, round(self.run.warmup_epochs * per_epoch)))
+                optimizer, warmup_cosine(total, round(self.run.optim.warmup_epochs * per_epoch)))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=self.run.plateau_factor, patience=self.run.plateau_patience
+            optimizer, mode="max", factor=self.run.optim.plateau_factor, patience=self.run.optim.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_acc"}}
 
