@@ -23,6 +23,9 @@ import pandas as pd
 import pyarrow as pa
 
 SCHEMA_VERSION = "3"  # 3: runs.evaluation_of
+# sha256 of the SCHEMA text below, as of SCHEMA_VERSION. tests/test_schema_version.py fails when SCHEMA changes and
+# this does not: then bump SCHEMA_VERSION, make ensure_schema migrate an older store, and only then update this.
+SCHEMA_DIGEST = (SCHEMA_VERSION, "3cd7e176badcc3f64733086b380691c28fa8ead16e40e47f41516d68fe9fd1d0")
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
