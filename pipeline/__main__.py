@@ -39,6 +39,8 @@ def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
         p.add_argument("experiment", nargs="?" if default else None, default=default, help="experiment YAML")
         p.add_argument("--data", help="use this collection instead (ImageFolder dir, manifest CSV, Historic Art dir)")
         p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="change the experiment file's value: runs.NAME.epochs=1, defaults.lr=0.01, data.resize=96")
         adopt_arg(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -86,7 +88,7 @@ def adopt_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    exp = load_experiment(args.experiment, data_path=args.data, store=args.store, overrides=args.overrides)
     check_store(exp.store, writing=True, adopt=args.adopt_store)
     from pipeline.experiment import run_experiment  # torch and Lightning: only once the config and store are known good
 
@@ -95,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    exp = load_experiment(args.experiment, data_path=args.data, store=args.store)
+    exp = load_experiment(args.experiment, data_path=args.data, store=args.store, overrides=args.overrides)
     check_store(exp.store, writing=True, adopt=args.adopt_store)
     from pipeline.experiment import prepare_data  # torch and Lightning: only once the config and store are known good
 

@@ -662,7 +662,6 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
         problems.raise_if_any()
     if overrides:
         raw = apply_overrides(raw, overrides, problems)
-        problems.raise_if_any()
     for name in raw:
         if name not in TOP_LEVEL:
             problems.add(f"unknown top-level key {_show(name)}; allowed: {', '.join(TOP_LEVEL)}")
@@ -1002,7 +1001,7 @@ def _place_setting(mapping: Any, key: str, value: Any, where: str, text: str, pr
     """A run's or the defaults' setting, by its flat or grouped name; it replaces the value however the file wrote
     it (flat or grouped), so the two never clash."""
     parts = key.split(".")
-    valid = [*(RUN_KEYS if run else ()), *GROUP_OF, *(f"{g}.{n}" for n, g in GROUP_OF.items())]
+    valid = [*(RUN_KEYS if run else ()), *GROUP_OF, *GROUPS, *(f"{g}.{n}" for n, g in GROUP_OF.items())]
     if not isinstance(mapping, dict) or key not in valid:
         problems.add(f"--set {text}: unknown key {key!r} in {where} ({_close(key, valid)})")
         return None
