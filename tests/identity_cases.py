@@ -55,19 +55,24 @@ def experiment_files(folder: Path) -> list[Path]:
     return sorted((REPO_ROOT / "configs").glob("*.yaml")) + [variants]
 
 
-def identities(folder: Path) -> dict[str, str]:
-    """`<file stem>/<run name>` -> config_hash, every run of every file, over one small dataset."""
+def every_run(folder: Path) -> dict:
+    """`<file stem>/<run name>` -> RunConfig, every run of every file."""
     from pipeline.config import load_experiment
-    from pipeline.experiment import config_hash
 
     os.environ.setdefault("HISTORIC_ART", "/nonexistent/historic-art")
-    data = small_data(folder)
-    out = {}
+    runs = {}
     for path in experiment_files(folder):
-        exp = load_experiment(path, store=str(folder / "store.duckdb"))
-        for run in exp.runs:
-            out[f"{path.stem}/{run.name}"] = config_hash(run, data)
-    return out
+        for run in load_experiment(path, store=str(folder / "store.duckdb")).runs:
+            runs[f"{path.stem}/{run.name}"] = run
+    return runs
+
+
+def identities(folder: Path) -> dict[str, str]:
+    """`<file stem>/<run name>` -> config_hash, every run of every file, over one small dataset."""
+    from pipeline.experiment import config_hash
+
+    data = small_data(folder)
+    return {key: config_hash(run, data) for key, run in every_run(folder).items()}
 
 
 def make_fixture(folder: Path, commit: str) -> None:
