@@ -426,8 +426,7 @@ MAX_NAME = 80
 NAME_PATTERN = re.compile(r"\w(?:[\w.+ -]*[\w.+-])?")  # a file name on every system; no '/', '@', control chars
 NAME = Rule(_is_name, expected=f"a name of letters, digits, '_', '.', '+', '-' or inner spaces (at most {MAX_NAME}), "
                                "starting with a letter or digit")
-MEMBERS = Rule(lambda v: bool(v) and all(map(_is_name, v)),
-               expected=f"a list of run names, at least one ({NAME.expected})")
+MEMBERS = Rule(_is_name, expected=f"a list of run names ({NAME.expected})", each=True)  # []: a trained run
 SEED = within(0, 2**32 - 1)  # Lightning and numpy take unsigned 32-bit seeds (Lightning replaces others at random)
 TASK_SETS = (["period"], ["period", "artist"])
 

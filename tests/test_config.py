@@ -243,7 +243,7 @@ def test_flat_settings_are_the_old_names():
         ([{"name": "a"}, {"name": "e", "members": ["a"]}], "runs[1].members: members go with strategy 'ensemble'"),
         ([{"name": "a"}, {"name": "e", "strategy": "ensemble"}], "runs[1]: strategy 'ensemble' needs members"),
         ([{"name": "e", "ensemble": ["a"]}, {"name": "a"}], "runs[0].ensemble: ['a'] must be trained runs listed"),
-        ([{"name": "a"}, {"name": "e", "ensemble": []}], "runs[1].ensemble must be a list of run names, at least"),
+        ([{"name": "a"}, {"name": "e", "ensemble": ["a/b"]}], "runs[1].ensemble must be a list of run names ("),
         ([{"name": "a", "lr": 0.1, "optim": {"lr": 0.2}}], "runs[0].optim.lr: lr is given twice (runs[0].lr and"),
         ([{"name": "a", "optim": {"lrr": 0.1}}], "runs[0].optim: unknown key 'lrr' (did you mean 'lr'?)"),
         ([{"name": "a", "model": {"lr": 0.1}}], "runs[0].model: unknown key 'lr'"),

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 import yaml
 
+from pipeline.config import load_experiment
 from pipeline.experiment import run_experiment
 from tests.conftest import TINY_EXPERIMENT, copy_store, make_experiment
 
@@ -125,14 +126,17 @@ def plain(value):
     return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, default=str))
 
 
-def test_resolved_config_is_complete(done):
+def test_resolved_config_is_complete(done, tmp_path):
     """Every setting of the run, its data and its attributions is written beside the checkpoint and in the store."""
     exp, _ = done
     (run,) = exp.select(["freeze3"])
     run_dir = Path(exp.artifacts_dir) / "runs" / "tiny__freeze3"
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["run"] == plain(run)  # every field, defaults included, not only those the YAML set
-    assert resolved["run"]["freeze_until"] == 3 and resolved["run"]["epochs"] == 1
+    assert resolved["run"]["freezing"]["freeze_until"] == 3 and resolved["run"]["loop"]["epochs"] == 1
+    again = tmp_path / "again.yaml"  # and it is an experiment's run again, as written
+    again.write_text(yaml.safe_dump({"data": {"source": "demo"}, "runs": [resolved["run"]]}))
+    assert load_experiment(again).runs == [run]
     assert resolved["data"] == plain(exp.data) and resolved["data"]["crop"] == 32
     assert resolved["attributions"] == plain(exp.attributions)
     assert resolved["attributions"]["ig_steps"] == 4
