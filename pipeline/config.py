@@ -1,8 +1,10 @@
 """Experiment and run specs: YAML in, validated dataclasses out.
 
 An experiment file has a `data` block (one dataset), a `defaults` block (run settings shared
-by every run) and a `runs` list (each run overrides some defaults). Unknown keys are errors,
-so a typo never silently falls back to a default.
+by every run) and a `runs` list (each run overrides some defaults). A run's settings are grouped
+by concern (`model`, `freezing`, `optim`, `augment`, `loop`, `hardware`, as in lightning-hydra-template's
+config groups) and may be written grouped (`optim: {lr: 0.01}`) or flat (`lr: 0.01`); `--set KEY=VALUE`
+changes the YAML before it is checked. Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
