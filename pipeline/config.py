@@ -185,7 +185,8 @@ class RunConfig:
         return "ensemble" if self.ensemble else self.freezing.strategy
 
 
-GROUPS: dict[str, type] = {n: h for n, h in typing.get_type_hints(RunConfig).items() if dataclasses.is_dataclass(h)}
+GROUPS: dict[str, type] = {n: h for n, h in typing.get_type_hints(RunConfig).items()
+                           if isinstance(h, type) and dataclasses.is_dataclass(h)}
 GROUP_OF: dict[str, str] = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}  # flat name -> group
 assert len(GROUP_OF) == sum(len(fields(c)) for c in GROUPS.values()), "a setting's name must be unique across groups"
 
@@ -235,7 +236,7 @@ class AttributionConfig:
     """Which saliency maps `make artifacts` stores for each run (see pipeline/attribute.py)."""
 
     enabled: bool = True
-    methods: list[AttributionMethod] = field(default_factory=lambda: list(ATTRIBUTION_METHODS))
+    methods: list[AttributionMethod] = field(default_factory=lambda: list(typing.get_args(AttributionMethod)))
     splits: list[typing.Literal["train", "val", "test"]] = field(default_factory=lambda: ["test"])
     errors_only: bool = False
     true_class_for_errors: bool = True  # also explain the true class where the prediction is wrong
@@ -765,7 +766,7 @@ def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written 
                 continue
             for sub, v in value.items():
                 if GROUP_OF.get(sub) != name:
-                    problems.add(f"{where}: unknown key {_show(sub)} ({_close(sub, _hints(GROUPS[name]))})")
+                    problems.add(f"{where}: unknown key {_show(sub)} ({_close(sub, list(_hints(GROUPS[name])))})")
                     ok = False
                 else:
                     ok = _take(out, sub, v, f"{where}.{sub}", GROUPS[name], problems) and ok

@@ -57,10 +57,10 @@ FIRST_SETTINGS = frozenset({
 def identity_settings(run: RunConfig) -> dict:
     """The settings a run's identity hashes: the first stores' settings always, any later one when not at its
     default (read from the run's own group classes, so a field added anywhere is covered)."""
-    defaults = {"members": []}
+    defaults: dict[str, object] = {"members": []}
     for group in GROUPS:
         for f in dataclasses.fields(getattr(run, group)):
-            defaults[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            defaults[f.name] = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     return {name: value for name, value in flat_settings(run).items()
             if name in FIRST_SETTINGS or value != defaults[name]}
 
