@@ -160,7 +160,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         raise StoreError(f"no store at {path}: nothing to upgrade (`make artifacts` writes a new one)")
     check_store(path, writing=True, adopt=args.adopt_store)
     with store.connect(path) as con:  # a writer's connection brings the schema up to date (never down)
-        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        version = store.scalar(con, "SELECT value FROM meta WHERE key = 'schema_version'")  # ensure_schema wrote it
     print(f"{path}: schema {version}")
     return 0
 

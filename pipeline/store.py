@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -163,10 +164,17 @@ def connect(
         con.close()
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+    """The one value of a query that always returns one row (an aggregate, a pragma, a row known to exist)."""
+    row = con.execute(sql, params).fetchone()
+    assert row is not None, f"no row from a query that always returns one: {sql}"
+    return row[0]
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create missing tables, and add columns a newer schema introduced to an older store."""
     version = None
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+    if scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"):
         rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # read it all:
         version = rows[0] if rows else None  # DuckDB 2 refuses register() while a result is pending
     if version and (version[0] == SCHEMA_VERSION or _newer(version[0])):
@@ -277,14 +285,14 @@ def _file_kind(head: bytes) -> str:
 def _check_length(path: Path, con: duckdb.DuckDBPyConnection) -> None:
     """A truncated copy opens, and fails only when a query reaches its end: compare the blocks the tables use with
     the file's length (their metadata only, no data read). Measured while this read lock keeps writers out."""
-    block_size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+    block_size = scalar(con, "SELECT block_size FROM pragma_database_size()")
     tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
                          "WHERE database_name = current_database()").fetchall()
     last = -1
     for schema, table in tables:
         name = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table)).replace("'", "''")
         try:
-            used = con.execute(f"SELECT max(block_id) FROM pragma_storage_info('{name}')").fetchone()[0]
+            used = scalar(con, f"SELECT max(block_id) FROM pragma_storage_info('{name}')")
         except (duckdb.CatalogException, duckdb.ParserException, duckdb.BinderException):  # a name it cannot take
             continue
         last = max(last, used if used is not None else -1)
@@ -575,10 +583,10 @@ def _db_value(value):
     return value
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     import dataclasses
 
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # an instance; a class has no fields to give
         return dataclasses.asdict(obj)
     return obj
 
@@ -605,7 +613,7 @@ def dataset_content(path: str | Path, dataset_id: str) -> pd.DataFrame | None:
     if not Path(path).exists():
         return None
     with connect(path, read_only=True) as con:
-        if not con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()[0]:
+        if not scalar(con, "SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]):
             return None
         return con.execute("SELECT image_id, content_hash, period, artist, split FROM images WHERE dataset_id = ?",
                            [dataset_id]).df()
