@@ -97,7 +97,8 @@ class Attributor:
         return self.black.to(x.device).expand_as(x)
 
     def maps(self, x: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        out, seconds = {}, {}
+        out: dict[str, torch.Tensor] = {}
+        seconds: dict[str, float] = {}
         for method in self.cfg.methods:
             t0 = time.perf_counter()
             if method == "guided_backprop":
@@ -169,7 +170,8 @@ def attribute_run(
     jobs = select_targets(images, pred, true, cfg)
     cache_rows = images["cache_index"].to_numpy()
     ids = images["image_id"].to_numpy()
-    records, agreement, seconds = [], [], dict.fromkeys(cfg.methods, 0.0)
+    records, agreement = [], []
+    seconds: dict[str, float] = dict.fromkeys(cfg.methods, 0.0)
     for start in tqdm(range(0, len(jobs), cfg.batch_size), desc=f"attributions {run_id}", disable=not progress):
         batch = jobs.iloc[start : start + cfg.batch_size]
         x = _inputs(transform, pixels, cache_rows[batch["row"].to_numpy()], device)
@@ -231,9 +233,16 @@ def flush_denormal() -> Iterator[None]:
 def randomised_twin(model: PeriodClassifier, backbone: str, seed: int = 0) -> PeriodClassifier:
     """The same architecture with every weight re-initialised (Adebayo et al.'s model randomisation)."""
     torch.manual_seed(seed)
-    heads = {task: head[-1].out_features for task, head in model.heads.items()}
+    heads = {task: _classes(head) for task, head in model.heads.items()}
     twin = PeriodClassifier(build_backbone(backbone, pretrained=False), heads)
     return twin.eval().to(next(model.parameters()).device)
+
+
+def _classes(head: nn.Module) -> int:
+    """How many classes a task's head predicts: its last layer is the linear one (models/classifier.py)."""
+    last = list(head.children())[-1]
+    assert isinstance(last, nn.Linear), f"a head ends in its linear layer, not {type(last).__name__}"
+    return last.out_features
 
 
 def randomisation_check(
