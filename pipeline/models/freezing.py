@@ -76,7 +76,8 @@ def parameter_groups(model: nn.Module, blocks: list[nn.Module], lr: float, layer
     out; layer_decay 1 is one group at `lr`."""
     if layer_decay == 1.0:
         return [{"params": trainable_parameters(model), "lr": lr}]
-    groups, seen = [], set()
+    groups: list[dict] = []
+    seen: set[int] = set()  # ids of parameters already in a deeper block's group
     for depth, block in enumerate(reversed(blocks), start=1):
         params = [p for p in block.parameters() if p.requires_grad and id(p) not in seen]
         seen.update(id(p) for p in params)
