@@ -299,7 +299,8 @@ def _ensemble(store_path: str | Path, row: dict, tokens: dict[str, str | None]) 
     """The ensemble of `row` from its members' checkpoints; refused when a member is gone or was re-trained
     since (its token differs from the one the ensemble kept; with none kept, it finished after the ensemble
     started), as the ensemble's stored predictions would then not be this model's."""
-    run_id, members = row["run_id"], {}
+    run_id = row["run_id"]
+    members: dict[str, SavedModel] = {}
     for member, token in tokens.items():
         member_row = store.get_run(store_path, member)
         if member_row is None:
@@ -310,7 +311,11 @@ def _ensemble(store_path: str | Path, row: dict, tokens: dict[str, str | None]) 
                  and member_row["finished_at"] > row["started_at"])
         if (not legacy and now != token) or later:
             raise ConfigError(f"member {member} was re-trained after the ensemble; re-run the ensemble {run_id}")
-        members[member] = for_run(store_path, member_row)
+        model = for_run(store_path, member_row)
+        if not isinstance(model, SavedModel):  # the config takes only trained runs as members
+            raise ConfigError(f"member {member} of ensemble {run_id} is itself an ensemble; members must be "
+                              "trained runs")
+        members[member] = model
     return Ensemble(members, run_id)
 
 
