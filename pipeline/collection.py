@@ -111,7 +111,7 @@ def collection_config(path: str, name: str, parent: Parent) -> DataConfig:
     """The collection as a dataset cached at the run's resize, all test."""
     data = parent.resolved.get("data") or {}
     return DataConfig(
-        source=detect_source(path), path=str(Path(_expand(path)).absolute()), name=name,
+        source=detect_source(path), path=str(Path(_expand(path) or path).absolute()), name=name,
         resize=parent.model.resize, crop=parent.model.crop,
         thumbnail_size=data.get("thumbnail_size", DataConfig.thumbnail_size), split=SplitConfig(mode="none"),
     )
@@ -142,7 +142,7 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     """Prepare the collection, predict with the run, store it as `RUN@NAME`; returns the stored runs row."""
     started_at = datetime.now()
     parent = load_parent(store_path, run_id)
-    name = name or Path(_expand(data_path)).absolute().stem
+    name = name or Path(_expand(data_path) or data_path).absolute().stem  # _expand gives a str back for a str
     eval_id = f"{run_id}@{name}"
     data = prepare(collection_config(data_path, name, parent), cache_dir(parent), progress)
     labels = parent.model.labels
@@ -159,12 +159,14 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
                   parent.settings.get("seed", 0))
     eval_seconds = time.perf_counter() - t0
     cfg = attribution_config(parent.resolved, attributions, max_attributions)
-    notes = []
-    if cfg and isinstance(parent.model, checkpoint.Ensemble):
+    notes: list[str] = []
+    maps = None
+    if cfg and isinstance(parent.model, checkpoint.SavedModel):
+        maps = attribute_run(eval_id, parent.model.model, parent.model.transform, data.pixels, images,
+                             logits["period"].argmax(1), targets[:, 0], labels["period"], cfg, device,
+                             parent.row["backbone"], progress)
+    elif cfg:  # an ensemble: no one network to take maps of
         cfg, notes = None, [NO_ENSEMBLE_MAPS]
-    maps = cfg and attribute_run(eval_id, parent.model.model, parent.model.transform, data.pixels, images,
-                                 logits["period"].argmax(1), targets[:, 0], labels["period"], cfg, device,
-                                 parent.row["backbone"], progress)
     seen = int(images["content_hash"].isin(store.seen_hashes(store_path, parent.row["dataset_id"])).sum())
     row = evaluation_row(parent, eval_id, data, matched, ev, cfg, maps, {
         "device": str(device), "started_at": started_at, "eval_seconds": eval_seconds, "seen_in_training": seen,
