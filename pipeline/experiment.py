@@ -147,7 +147,7 @@ def stored_whole(exp: Experiment, run: RunConfig, data: PreparedData, saved: tup
     run_id = exp.run_id(run)
     path, token = checkpoint.resolve(exp.store, saved[0]) if saved[0] else None, saved[1]
     why = checkpoint.problem(path, token) if path else None
-    if why is None:
+    if path is None or why is None:  # a run that keeps no checkpoint, or a sound one
         if lead:
             print(f"[skip] {run_id}: already in {exp.store} (use --force to redo)")
         return True
