@@ -52,6 +52,7 @@ class ClassifierModule(pl.LightningModule):
         """What the trainable part sees: features as they are, images cropped and normalised on the device."""
         if self.from_features:
             return x
+        assert self.transform is not None, "image batches need the BatchTransform (train.py always gives one)"
         x = self.transform(x, train=train)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -122,6 +123,7 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = parameter_groups(self.model, self.model.backbone.blocks, self.lr, self.run.freezing.layer_decay)
+        optimizer: torch.optim.Optimizer
         if self.run.optim.optimizer == "adamw":
             optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.run.optim.weight_decay)
         else:
@@ -129,14 +131,14 @@ class ClassifierModule(pl.LightningModule):
                                         weight_decay=self.run.optim.weight_decay)
         if self.run.optim.schedule == "cosine":
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            per_epoch = total / max(1, self.trainer.max_epochs)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
+            per_epoch = total / max(1, self.trainer.max_epochs or 1)  # make_trainer always sets max_epochs
+            warmup = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, warmup_cosine(total, round(self.run.optim.warmup_epochs * per_epoch)))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=self.run.optim.plateau_factor, patience=self.run.optim.plateau_patience
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_acc"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_acc"}}
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
