@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ class EpochRecorder(Callback):
     """Per-epoch train/val loss and accuracy plus LR, for the store's `epochs` table."""
 
     def __init__(self, stage: str, offset: int) -> None:
-        self.stage, self.offset, self.rows = stage, offset, []
+        self.stage, self.offset = stage, offset
+        self.rows: list[dict] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -121,11 +123,13 @@ class BestWeights(Callback):
     keeps the same epoch; rank 0's copy is the one stored."""
 
     def __init__(self) -> None:
-        self.best, self.state, self.epoch, self.offset = -1.0, None, 0, 0
+        self.best, self.epoch, self.offset = -1.0, 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_end(self, trainer: pl.Trainer, module: ClassifierModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        assert isinstance(module, ClassifierModule), "BestWeights goes on fits of a ClassifierModule only"
         acc = float(trainer.callback_metrics.get("val_acc", -1))
         if acc > self.best:
             self.best, self.epoch = acc, self.offset + trainer.current_epoch + 1
@@ -169,11 +173,12 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         else:
             unfreeze_all(backbone)
         from_features = stage.name == "head" and run.loop.feature_cache and not run.augment.crop_scale
-        if from_features and features is None:
-            features = frozen_features(run, model, transform, data, rows, device, progress, notes)
-            if run.augment.hflip:
-                mirrored = frozen_features(run, model, transform, data, rows, device, progress, notes, "centre-flip")
         if from_features:
+            if features is None:  # the first stage that trains from features takes them
+                features = frozen_features(run, model, transform, data, rows, device, progress, notes)
+                if run.augment.hflip:
+                    mirrored = frozen_features(run, model, transform, data, rows, device, progress, notes,
+                                               "centre-flip")
             source, source_rows = features, np.arange(len(rows))
         else:
             source, source_rows = data.pixels, rows
@@ -199,7 +204,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         callbacks = [EarlyStopping("val_acc", mode="max", patience=run.loop.patience), best, recorder, ShardReport()]
         trainer = make_trainer(run, device, from_features, stage.epochs, callbacks, progress)
         with lightning_quiet():
-            trainer.fit(module, *loaders)
+            trainer.fit(module, loaders[0], loaders[1])  # train, val
         world_size, rank = trainer.world_size, trainer.global_rank
         keep_launched(trainer)
         history += recorder.rows
@@ -290,7 +295,7 @@ def make_trainer(
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        max_time={"minutes": run.loop.max_minutes} if run.loop.max_minutes else None,
+        max_time=timedelta(minutes=run.loop.max_minutes) if run.loop.max_minutes else None,
     )
 
 
