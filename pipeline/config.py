@@ -9,26 +9,35 @@ changes the YAML before it is checked. Unknown keys are errors, so a typo never 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
-import math
 import os
 import re
-import reprlib
-import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-import yaml
-
+from pipeline.checks import (
+    Problems,
+    Rule,
+    at_least,
+    check_fields,
+    check_value,
+    field_hints,
+    is_int,
+    kind,
+    one_of,
+    show,
+    suggest,
+    within,
+)
 from pipeline.errors import ConfigError
+from pipeline.overrides import Layout, apply_overrides
+from pipeline.safe_yaml import read_yaml
 
 # Lightning strategies a run may name in `distributed` (freezing.strategy is another thing). "ddp" runs the
 # whole command once per process (Lightning's launcher re-executes it; torchrun or SLURM may start them instead);
@@ -271,155 +280,7 @@ class Experiment:
         return [r for r in self.runs if r.name in names]
 
 
-# ------------------------------------------------------------------------------------------ reading YAML
-
-MAX_CONFIG_BYTES = 1_000_000  # an experiment is a few KB; anything bigger is the wrong file
-MAX_YAML_VALUES = 100_000  # values after alias expansion: a "billion laughs" file stops here, not at MemoryError
-_YAML_BASE: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _ConfigLoader(_YAML_BASE):  # type: ignore[misc, valid-type]
-    """Safe YAML (no Python tags), where `1e-3` is a number and a key given twice is an error, not a silent pick."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"key {key_node.value!r} is given twice",
-                                                            key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_ConfigLoader.add_implicit_resolver(  # YAML 1.1 wants a dot in a float; people write lr: 1e-3
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-def read_yaml(path: Path) -> Any:
-    """The file's YAML, bounded in size and alias expansion; every failure is one ConfigError line."""
-    if not path.exists():
-        raise ConfigError(f"experiment file {path} not found; see configs/ for examples")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a directory; give an experiment YAML file (for example configs/demo.yaml)")
-    if not path.is_file():
-        raise ConfigError(f"{path} is not a regular file; give an experiment YAML file")
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; "
-                          "an experiment is a few KB of YAML")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
-                          "give an experiment YAML file") from None
-    return _parse_yaml(text, path)
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    loader = _ConfigLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node, path)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {_yaml_problem(exc, text)}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be an experiment file") from None
-    finally:
-        loader.dispose()
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
-    """One line: where and what, in the user's terms."""
-    if isinstance(exc, yaml.reader.ReaderError):  # libyaml gives a character offset and code, not a mark
-        line = text[: exc.position].count("\n") + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        return f"not valid YAML at line {line}: {exc.reason} (found {char!r})"
-    if not isinstance(exc, yaml.MarkedYAMLError):
-        return "not valid YAML: " + " ".join(str(exc).split())
-    mark = exc.problem_mark or exc.context_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = exc.problem or ""
-    tag = re.search(r"constructor for the tag '([^']*)'", problem)
-    if tag:
-        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
-        return f"{where}tag {shown!r} is not allowed; an experiment is plain YAML (mappings, lists, text, numbers)"
-    context = f" ({exc.context})" if exc.context else ""
-    return f"not valid YAML at {where}{problem}{context}"
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _check_expansion(root: yaml.Node, path: Path) -> None:
-    """Refuse recursive aliases and documents whose aliases expand past MAX_YAML_VALUES (counted on the node graph,
-    each shared node once, so a bomb is refused in microseconds)."""
-    sizes: dict[int, int] = {}
-    entered: set[int] = set()  # the ancestors of the node being visited
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, leaving = stack.pop()
-        key = id(node)
-        if leaving:
-            entered.discard(key)
-            sizes[key] = min(MAX_YAML_VALUES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
-            continue
-        if key in sizes:
-            continue
-        if key in entered:
-            raise ConfigError(f"{path}: line {node.start_mark.line + 1}: an alias refers to a value that contains "
-                              "it (recursive alias)")
-        entered.add(key)
-        stack.append((node, True))
-        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
-    if sizes[id(root)] > MAX_YAML_VALUES:
-        raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its aliases "
-                          "(*name repeats &name); an experiment needs a few hundred")
-
-
-# ------------------------------------------------------------------------------------------ value rules
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What a value of the right type must also satisfy; the wording completes "<key> must be <type> ..."."""
-
-    ok: Callable[[Any], bool]
-    text: str = ""  # appended to the type: ">= 1"
-    expected: str = ""  # replaces the whole description: "'auto' or a whole number >= 1"
-    choices: tuple = ()  # shown as "<value> unknown; choose from ..."
-    each: bool = False  # a list: every element must pass
-
-
-def at_least(lo: float) -> Rule:
-    return Rule(lambda v: v >= lo, f">= {lo}")
-
-
-def within(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Rule:
-    def ok(v: float) -> bool:
-        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
-
-    return Rule(ok, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-
-
-def one_of(choices: Sequence[str], each: bool = False, also: Sequence[str] = ()) -> Rule:
-    """`also`: accepted here but refused later with its own reason (not offered as a choice)."""
-    allowed = set(choices) | set(also)
-    return Rule(lambda v: v in allowed, choices=tuple(choices), each=each)
-
+# ------------------------------------------------------------------------------------------ Period Eye's rules
 
 def _is_name(value: str) -> bool:
     return len(value) <= MAX_NAME and NAME_PATTERN.fullmatch(value) is not None
@@ -435,7 +296,7 @@ TASK_SETS = (["period"], ["period", "artist"])
 
 
 def _devices_ok(v: Any) -> bool:
-    return v == "auto" or (_is_int(v) and v >= 1)
+    return v == "auto" or (is_int(v) and v >= 1)
 
 
 def _unique_nonempty(v: list[str]) -> bool:
@@ -486,163 +347,10 @@ def rules() -> dict[tuple[type, str], Rule]:
     }
 
 
-# ------------------------------------------------------------------------------------------ checking values
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether `value` (as YAML gives it) has the type hint's type; a bool is not a number, NaN not a number."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:  # the type of its choices here; which choice, in check_value
-        return any(_matches(value, type(a)) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return _is_int(value)
-    if hint is float:
-        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-    return isinstance(value, hint)
-
-
-TYPE_WORDS = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
-              float: ("a number", "numbers"), str: ("a string", "strings")}
-
-
-def _describe(hint: Any, rule: Rule | None) -> str:
-    """"an integer >= 1", "a list of strings, or null": the type hint in words, with the rule's range."""
-    if rule is not None and rule.expected:
-        return rule.expected
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
-        typing.Union, types.UnionType) else [hint]
-    words = []
-    for a in args:
-        if typing.get_origin(a) is list:
-            words.append("a list of " + TYPE_WORDS[_plain(typing.get_args(a)[0])][1])
-        else:
-            words.append(TYPE_WORDS[_plain(a)][0] if _plain(a) in TYPE_WORDS else "a mapping")
-    text = " or ".join(words) + (f" {rule.text}" if rule is not None and rule.text else "")
-    return text + (", or null" if len(args) < len(typing.get_args(hint)) else "")
-
-
-def _show(value: Any) -> str:
-    """A value for a message: short even for a huge or recursive one."""
-    return _REPR.repr(value)
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 3
-
-
-def _kind(value: Any) -> str:
-    """"a mapping", "a list", or the value itself."""
-    words = {dict: "a mapping", list: "a list", type(None): "nothing"}
-    return next((w for t, w in words.items() if isinstance(value, t)), _show(value))
-
-
 def _section(raw: dict, name: str) -> Any:
     """A top-level block; left out or left empty (`defaults:`) means all defaults."""
     value = raw.get(name)
     return {} if value is None else value
-
-
-def _plain(hint: Any) -> Any:
-    """A Literal's value type (`Literal["a", "b"]` -> str); any other hint as it is."""
-    return type(typing.get_args(hint)[0]) if typing.get_origin(hint) is typing.Literal else hint
-
-
-def choices_of(hint: Any) -> Rule | None:
-    """The rule a `Literal[...]` hint makes (also inside `list[...]` or `... | None`): the static choices live on
-    the field; registries (backbones, poolings, sources) are rules()."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal:
-        return one_of(args)
-    if origin is list and typing.get_origin(args[0]) is typing.Literal:
-        return one_of(typing.get_args(args[0]), each=True)
-    if origin in (typing.Union, types.UnionType):
-        return next((r for r in map(choices_of, args) if r is not None), None)
-    return None
-
-
-def check_value(key: str, value: Any, hint: Any, rule: Rule | None) -> str | None:
-    """The problem with one value, as a line naming `key`, or None; a Literal hint gives the choices."""
-    rule = rule or choices_of(hint)
-    if not _matches(value, hint):
-        return f"{key} must be {_describe(hint, rule)}, got {_show(value)}"
-    if rule is None or value is None:
-        return None
-    for item in value if rule.each else [value]:
-        if not rule.ok(item):
-            if rule.choices:
-                return f"{key} {_show(item)} unknown; choose from {', '.join(map(repr, rule.choices))}"
-            return f"{key} must be {_describe(hint, rule)}, got {_show(value)}"
-    return None
-
-
-class Problems:
-    """Every problem found in one file, each one line starting with the file and naming the key."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lines: dict[str, None] = {}  # ordered, without repeats (a bad default is reported once)
-        self.flags: dict[str, str] = {}  # key -> the `--set KEY=VALUE` that wrote it
-
-    def add(self, line: str) -> None:
-        for key, flag in self.flags.items():  # a value from the command line: say so after its key
-            if line.startswith(key) and line[len(key):len(key) + 1] in (" ", ":"):
-                line = f"{key} (--set {flag}){line[len(key):]}"
-                break
-        self.lines[f"{self.path}: {line}"] = None
-
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise ConfigError("\n".join(self.lines), problems=list(self.lines))
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _required(cls: type) -> set[str]:
-    missing = (dataclasses.MISSING,)
-    return {f.name for f in fields(cls) if f.default in missing and f.default_factory in missing}
-
-
-def check_fields(cls: type, raw: Any, key: str, problems: Problems, skip: tuple[str, ...] = (),
-                 required: bool = True) -> dict[str, Any] | None:
-    """Type and range of every key meant for dataclass `cls`; returns the mapping when all of it is usable."""
-    if not isinstance(raw, dict):
-        problems.add(f"{key} must be a mapping (key: value lines), got {_kind(raw)}")
-        return None
-    hints, table, ok = _hints(cls), rules(), True
-    allowed = [n for n in hints if n not in skip]
-    for name, value in raw.items():
-        where = f"{key}.{name}"
-        if name not in allowed:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            problems.add(f"{key}: unknown key {_show(name)} ({hint})")
-            ok = False
-        elif dataclasses.is_dataclass(hints[name]):
-            ok = check_fields(hints[name], {} if value is None else value, where, problems) is not None and ok
-        else:
-            line = check_value(where, value, hints[name], table.get((cls, name)))
-            if line:
-                problems.add(line)
-                ok = False
-    for name in sorted(_required(cls) - set(raw) - set(skip)) if required else []:
-        problems.add(f"{key}.{name} is required")
-        ok = False
-    return raw if ok else None
 
 
 # ------------------------------------------------------------------------------------------ the experiment
@@ -660,20 +368,21 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     problems = Problems(path)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        problems.add(f"an experiment must be a mapping with keys {', '.join(TOP_LEVEL)}, got {_kind(raw)}")
+        problems.add(f"an experiment must be a mapping with keys {', '.join(TOP_LEVEL)}, got {kind(raw)}")
         problems.raise_if_any()
     if overrides:
-        raw = apply_overrides(raw, overrides, problems)
+        raw = apply_overrides(raw, overrides, LAYOUT, problems)
     for name in raw:
         if name not in TOP_LEVEL:
-            problems.add(f"unknown top-level key {_show(name)}; allowed: {', '.join(TOP_LEVEL)}")
+            problems.add(f"unknown top-level key {show(name)}; allowed: {', '.join(TOP_LEVEL)}")
     for name, hint in (("name", str | None), ("store", str | None)):
         line = check_value(name, raw.get(name), hint, NAME if name == "name" else None)
         if line:
             problems.add(line)
     data = _data(_section(raw, "data"), data_path, problems)
     runs = _runs(raw, data, problems)
-    attributions = check_fields(AttributionConfig, _section(raw, "attributions"), "attributions", problems)
+    attributions = check_fields(AttributionConfig, _section(raw, "attributions"), "attributions", problems,
+                                rules())
     problems.raise_if_any()
     assert data is not None and runs is not None and attributions is not None  # no problems: every part was built
     return Experiment(
@@ -687,7 +396,7 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
 
 def _data(raw: Any, data_path: str | None, problems: Problems) -> DataConfig | None:
     """The data block, checked, then pointed at `data_path` if given."""
-    if check_fields(DataConfig, raw, "data", problems) is None:
+    if check_fields(DataConfig, raw, "data", problems, rules()) is None:
         return None
     data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {})})
     if data_path:
@@ -748,11 +457,22 @@ RUN_KEYS = ("name", "ensemble")  # a run's own keys besides its settings
 ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed")  # all an ensemble run may set: it trains nothing
 
 
+def _drop_legacy_ensemble(run: dict, name: str) -> None:
+    """`--set runs.<run>.ensemble=[...]` replaces an old file's `strategy: ensemble, members: [...]`."""
+    if name == "ensemble" and run.get("strategy") == "ensemble":
+        run.pop("strategy")
+        run.pop("members", None)
+
+
+LAYOUT = Layout(groups=GROUPS, run_keys=RUN_KEYS, blocks={"data": DataConfig, "attributions": AttributionConfig},
+                scalars=("name", "store"), replaced=_drop_legacy_ensemble)  # what --set may name
+
+
 def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written | None:
     """A run (or the defaults) in either style, grouped (`optim: {lr: 0.01}`) or flat (`lr: 0.01`); old files'
     `strategy: ensemble, members: [...]` is read as `ensemble: [...]`."""
     if not isinstance(raw, dict):
-        problems.add(f"{key} must be a mapping (key: value lines), got {_kind(raw)}")
+        problems.add(f"{key} must be a mapping (key: value lines), got {kind(raw)}")
         return None
     out, ok = Written(), True
     legacy = run and raw.get("strategy") == "ensemble"
@@ -761,12 +481,12 @@ def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written 
         if name in GROUPS:
             value = {} if value is None else value
             if not isinstance(value, dict):
-                problems.add(f"{where} must be a mapping (key: value lines), got {_kind(value)}")
+                problems.add(f"{where} must be a mapping (key: value lines), got {kind(value)}")
                 ok = False
                 continue
             for sub, v in value.items():
                 if GROUP_OF.get(sub) != name:
-                    problems.add(f"{where}: unknown key {_show(sub)} ({_close(sub, list(_hints(GROUPS[name])))})")
+                    problems.add(f"{where}: unknown key {show(sub)} ({suggest(sub, list(field_hints(GROUPS[name])))})")
                     ok = False
                 else:
                     ok = _take(out, sub, v, f"{where}.{sub}", GROUPS[name], problems) and ok
@@ -783,7 +503,7 @@ def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written 
             ok = False
         else:
             allowed = [*(RUN_KEYS if run else ()), *GROUPS, *GROUP_OF]
-            problems.add(f"{key}: unknown key {_show(name)} ({_close(name, allowed)})")
+            problems.add(f"{key}: unknown key {show(name)} ({suggest(name, allowed)})")
             ok = False
     if legacy and "members" not in raw:
         problems.add(f"{key}: strategy 'ensemble' needs members: [run names] (today written ensemble: [run names])")
@@ -794,17 +514,12 @@ def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written 
     return out if ok else None
 
 
-def _close(name: Any, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(allowed), n=1)
-    return f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-
-
 def _take(out: Written, name: str, value: Any, where: str, cls: type, problems: Problems) -> bool:
     """Check one value against its field's type and rule, and keep it."""
     if name in out.where:
         problems.add(f"{where}: {name} is given twice ({out.where[name]} and {where})")
         return False
-    line = check_value(where, value, _hints(cls)[name], rules().get((cls, name)))
+    line = check_value(where, value, field_hints(cls)[name], rules().get((cls, name)))
     if line:
         problems.add(line)
         return False
@@ -820,7 +535,7 @@ def _runs(raw: dict, data: DataConfig | None, problems: Problems) -> list[RunCon
         problems.add("no runs defined: add `runs:` with a list of runs, each with a name (see configs/demo.yaml)")
         return None
     if not isinstance(given, list):
-        problems.add(f"runs must be a list of runs (lines starting with '- name: ...'), got {_kind(given)}")
+        problems.add(f"runs must be a list of runs (lines starting with '- name: ...'), got {kind(given)}")
         return None
     runs: list[RunConfig] | None = []
     for i, run_raw in enumerate(given):
@@ -880,7 +595,7 @@ def _check_distributed(run: RunConfig, at: RunChecks) -> None:
         at.add(f"{at.key('distributed')}: distributed {hw.distributed!r} is not supported: spawned workers hand back "
                "only the final weights, not the epoch history and best-epoch weights a run stores; use 'ddp' "
                "(the command runs once per process)")
-    processes = (hw.devices if _is_int(hw.devices) else 1) * hw.num_nodes
+    processes = (hw.devices if is_int(hw.devices) else 1) * hw.num_nodes
     if run.optim.lr_finder and (processes > 1 or hw.distributed == "ddp"):
         at.add(f"{at.key('lr_finder')}: lr_finder does not run with several processes (Lightning's tuner is "
                "single-process); find the LR in a single-process run, then set lr: and drop lr_finder")
@@ -895,7 +610,7 @@ def _check_accelerator(run: RunConfig, at: RunChecks) -> None:
     if count == 0:
         at.add(f"{at.key('accelerator')}: accelerator {hw.accelerator!r} but this machine has no usable CUDA GPU "
                "(torch.cuda.is_available() is false); use 'auto' (a GPU when there is one) or 'cpu'")
-    elif _is_int(hw.devices) and hw.devices > count:
+    elif is_int(hw.devices) and hw.devices > count:
         at.add(f"{at.key('devices')}: {hw.devices} GPUs asked for but this machine has {count}")
 
 
@@ -929,101 +644,6 @@ def _check_names(runs: list[RunConfig], problems: Problems) -> None:
                          f"{run.name!r}; runs: {names}")
 
 
-# ------------------------------------------------------------------------------------------ --set KEY=VALUE
-
-
-def apply_overrides(raw: dict, overrides: Sequence[str], problems: Problems) -> dict:
-    """Hydra-style `KEY=VALUE`s into a copy of the YAML tree, after the file and before any check: `data.resize=96`,
-    `defaults.lr=0.01`, `runs.<run name>.epochs=1`, grouped keys too (`runs.a.model.backbone=resnet18`); VALUE is
-    read as YAML (`[flip]`, `1e-3`, `null`). A bad value is then refused as if written in the file, naming the flag."""
-    raw = copy.deepcopy(raw)
-    for text in overrides:
-        key, eq, value_text = text.partition("=")
-        if not eq or not key:
-            problems.add(f"--set {text}: write KEY=VALUE, e.g. runs.<run name>.epochs=1 or data.resize=96")
-            continue
-        try:
-            value = _parse_yaml(value_text, Path(f"--set {text}"))
-        except ConfigError as exc:
-            problems.add(str(exc))
-            continue
-        placed = _place(raw, key, value, text, problems)
-        if placed:
-            problems.flags[placed] = text
-    return raw
-
-
-def _place(raw: dict, key: str, value: Any, text: str, problems: Problems) -> str | None:
-    """Put one override into `raw`; returns the key as problems name it (`runs[0].model.backbone`), or None."""
-    section, _, rest = key.partition(".")
-    if section == "runs":
-        runs = raw.get("runs")
-        names = [r.get("name") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
-        name = max((n for n in names if isinstance(n, str) and rest.startswith(f"{n}.")), key=len, default=None)
-        if name is None or not isinstance(runs, list):
-            wanted = rest.split(".")[0]
-            close = difflib.get_close_matches(wanted, [str(n) for n in names], n=3)
-            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"runs: {names}"
-            problems.add(f"--set {text}: no run named {wanted!r} ({hint}); write runs.<run name>.<key>=VALUE")
-            return None
-        i = names.index(name)
-        return _place_setting(runs[i], rest[len(name) + 1:], value, f"runs[{i}]", text, problems, run=True)
-    if section == "defaults":
-        if not isinstance(raw.get("defaults"), dict):
-            raw["defaults"] = {}
-        return _place_setting(raw["defaults"], rest, value, "defaults", text, problems, run=False)
-    if section in ("data", "attributions") and rest:
-        cls, parts = DataConfig if section == "data" else AttributionConfig, rest.split(".")
-        if not isinstance(raw.get(section), dict):
-            raw[section] = {}
-        node = raw[section]
-        for depth, part in enumerate(parts):
-            hints, last = _hints(cls), depth == len(parts) - 1
-            if part not in hints or not (last or dataclasses.is_dataclass(hints[part])):
-                problems.add(f"--set {text}: unknown key {'.'.join([section, *parts[:depth + 1]])!r} "
-                             f"({_close(part, list(hints))})")
-                return None
-            if not last:
-                cls = hints[part]
-                if not isinstance(node.get(part), dict):
-                    node[part] = {}
-                node = node[part]
-        node[parts[-1]] = value
-        return key
-    if section in ("name", "store") and not rest:
-        raw[section] = value
-        return key
-    problems.add(f"--set {text}: unknown key {key!r}; start it with runs.<run name>., defaults., data. or "
-                 "attributions.")
-    return None
-
-
-def _place_setting(mapping: Any, key: str, value: Any, where: str, text: str, problems: Problems,
-                   run: bool) -> str | None:
-    """A run's or the defaults' setting, by its flat or grouped name; it replaces the value however the file wrote
-    it (flat or grouped), so the two never clash."""
-    parts = key.split(".")
-    valid = [*(RUN_KEYS if run else ()), *GROUP_OF, *GROUPS, *(f"{g}.{n}" for n, g in GROUP_OF.items())]
-    if not isinstance(mapping, dict) or key not in valid:
-        problems.add(f"--set {text}: unknown key {key!r} in {where} ({_close(key, valid)})")
-        return None
-    name = parts[-1]
-    group = GROUP_OF.get(name)
-    mapping.pop(name, None)
-    if group and isinstance(mapping.get(group), dict):
-        mapping[group].pop(name, None)
-    if len(parts) == 2:
-        if not isinstance(mapping.get(group), dict):
-            mapping[group] = {}
-        mapping[group][name] = value
-    else:
-        mapping[name] = value
-    if run and name == "ensemble" and mapping.get("strategy") == "ensemble":
-        mapping.pop("strategy")
-        mapping.pop("members", None)
-    return f"{where}.{key}"
-
-
 def detect_source(path: str) -> str:
     """The source kind of a path given on the command line (`$VAR` and `~` expanded), as the registry recognises it."""
     from pipeline.data.sources import recognise  # local: reading a config never loads the readers
@@ -1034,6 +654,10 @@ def detect_source(path: str) -> str:
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::-([^}]*))?\}|(\w+))")
 
 
+@overload
+def _expand(value: str) -> str: ...
+@overload
+def _expand(value: str | None) -> str | None: ...
 def _expand(value: str | None) -> str | None:
     """`$VAR`, `${VAR}`, `${VAR:-default}` and `~`, so configs can name $PAINTINGS_SHARED (default ../shared/datasets).
 
