@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "data" / "run_identities.json"
@@ -59,11 +60,13 @@ def every_run(folder: Path) -> dict:
     """`<file stem>/<run name>` -> RunConfig, every run of every file."""
     from pipeline.config import load_experiment
 
-    os.environ.setdefault("HISTORIC_ART", "/nonexistent/historic-art")
+    # the Historic Art configs need the variable to load; set only while loading, so later tests see the real one
+    unset = {} if "HISTORIC_ART" in os.environ else {"HISTORIC_ART": "/nonexistent/historic-art"}
     runs = {}
-    for path in experiment_files(folder):
-        for run in load_experiment(path, store=str(folder / "store.duckdb")).runs:
-            runs[f"{path.stem}/{run.name}"] = run
+    with mock.patch.dict(os.environ, unset):
+        for path in experiment_files(folder):
+            for run in load_experiment(path, store=str(folder / "store.duckdb")).runs:
+                runs[f"{path.stem}/{run.name}"] = run
     return runs
 
 
