@@ -51,6 +51,29 @@ class Evaluation:
     headline: dict[str, float]  # test-split metrics of the period task
 
 
+def prediction_table(run_id: str, images: pd.DataFrame, task: str, names: list[str], y: np.ndarray,
+                     probs: np.ndarray) -> pa.Table:
+    """One task's `predictions` rows: labels, confidence, the true class's probability and loss (NULL where an
+    image has no label for the task), and every class's probability."""
+    pred = probs.argmax(1)
+    safe_y = np.where(y >= 0, y, 0)
+    p_true = np.where(y >= 0, probs[np.arange(len(y)), safe_y], np.nan)
+    names_arr = np.array(names, dtype=object)
+    return pa.table({
+        "run_id": [run_id] * len(y),
+        "image_id": images["image_id"].tolist(),
+        "split": images["split"].tolist(),
+        "task": [task] * len(y),
+        "true_label": _labelled_or_none(y, names_arr[safe_y]),
+        "pred_label": names_arr[pred].tolist(),
+        "correct": _labelled_or_none(y, pred == y),
+        "confidence": probs.max(1).astype(np.float32),
+        "true_prob": p_true.astype(np.float32),
+        "loss": (-np.log(np.clip(p_true, 1e-12, None))).astype(np.float32),
+        "probs": float_lists(probs),
+    })
+
+
 def score_outputs(
     run_id: str,
     images: pd.DataFrame,
@@ -69,27 +92,7 @@ def score_outputs(
     for t, (task, names) in enumerate(labels.items()):
         probs = softmax(logits[task].astype(np.float64))
         y = targets[:, t]
-        pred = probs.argmax(1)
-        safe_y = np.where(y >= 0, y, 0)
-        p_true = np.where(y >= 0, probs[np.arange(len(y)), safe_y], np.nan)
-        names_arr = np.array(names, dtype=object)
-        pred_parts.append(
-            pa.table(
-                {
-                    "run_id": [run_id] * len(y),
-                    "image_id": images["image_id"].tolist(),
-                    "split": splits.tolist(),
-                    "task": [task] * len(y),
-                    "true_label": _labelled_or_none(y, names_arr[safe_y]),
-                    "pred_label": names_arr[pred].tolist(),
-                    "correct": _labelled_or_none(y, pred == y),
-                    "confidence": probs.max(1).astype(np.float32),
-                    "true_prob": p_true.astype(np.float32),
-                    "loss": (-np.log(np.clip(p_true, 1e-12, None))).astype(np.float32),
-                    "probs": float_lists(probs),
-                }
-            )
-        )
+        pred_parts.append(prediction_table(run_id, images, task, names, y, probs))
         for split in SPLITS:
             mask = splits == split
             if not mask.any():

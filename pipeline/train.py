@@ -32,6 +32,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
+from torch.utils.data import DataLoader
 
 from pipeline.config import ConfigError, RunConfig
 from pipeline.data.labels import IGNORE, label_targets
@@ -40,7 +41,7 @@ from pipeline.data.prepare import PreparedData
 from pipeline.data.transforms import BatchTransform
 from pipeline.distributed import ShardReport, backend, is_global_zero, keep_launched, lightning_strategy, local_rank
 from pipeline.inference import forward_pass, pick_device
-from pipeline.models.backbones import build_backbone
+from pipeline.models.backbones import Backbone, build_backbone
 from pipeline.models.classifier import PeriodClassifier
 from pipeline.models.freezing import apply_strategy, unfreeze_all
 from pipeline.models.lightning import ClassifierModule
@@ -166,12 +167,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
     threads = torch.get_num_threads()  # Lightning lowers it for several processes; restored for evaluation
     world_size, rank = 1, 0
     for i, stage in enumerate(stages):
-        if stage.name == "head":
-            apply_strategy(backbone, "head")
-        elif stage.name == "partial":
-            apply_strategy(backbone, "partial", run.freezing.freeze_until)
-        else:
-            unfreeze_all(backbone)
+        set_trainable(backbone, stage, run.freezing.freeze_until)
         from_features = stage.name == "head" and run.loop.feature_cache and not run.augment.crop_scale
         if from_features:
             if features is None:  # the first stage that trains from features takes them
@@ -182,16 +178,7 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
             source, source_rows = features, np.arange(len(rows))
         else:
             source, source_rows = data.pixels, rows
-        loaders = [
-            make_loader(source, source_rows[idx[s]], targets[idx[s]], run.loop.batch_size, shuffle=s == "train",
-                        seed=run.loop.seed, num_workers=run.hardware.num_workers)
-            for s in ("train", "val")
-        ]
-        if from_features and mirrored is not None:  # every training image in both orientations, each epoch
-            both = np.concatenate([features, mirrored])
-            train_rows = np.concatenate([idx["train"], len(rows) + idx["train"]])
-            loaders[0] = make_loader(both, train_rows, np.concatenate([targets[idx["train"]]] * 2), run.loop.batch_size,
-                                     shuffle=True, seed=run.loop.seed, num_workers=run.hardware.num_workers)
+        loaders = stage_loaders(run, source, source_rows, targets, idx, mirrored if from_features else None)
         module = ClassifierModule(
             model, run, lr=stage.lr, transform=transform, from_features=from_features,
             channels_last=device.type == "cuda",
@@ -224,6 +211,31 @@ def train(run: RunConfig, data: PreparedData, progress: bool = True) -> TrainRes
         lr=lr, features=features, view_features={k: v for k, v in view_features.items() if v is not None},
         notes=notes, world_size=world_size, global_rank=rank,
     )
+
+
+def set_trainable(backbone: Backbone, stage: Stage, freeze_until: int | None) -> None:
+    """The stage's frozen blocks: all of them (head), the first `freeze_until` (partial) or none."""
+    if stage.name == "head":
+        apply_strategy(backbone, "head")
+    elif stage.name == "partial":
+        apply_strategy(backbone, "partial", freeze_until)
+    else:
+        unfreeze_all(backbone)
+
+
+def stage_loaders(run: RunConfig, source: np.ndarray, source_rows: np.ndarray, targets: np.ndarray,
+                  idx: dict[str, np.ndarray], mirrored: np.ndarray | None = None) -> list[DataLoader]:
+    """Train and val loaders over `source` (cached pixels, or frozen features); with the features of the
+    mirrored images, every training image is seen in both orientations each epoch (flip on the feature cache)."""
+    train_source, train_rows, train_targets = source, source_rows[idx["train"]], targets[idx["train"]]
+    if mirrored is not None:
+        train_source = np.concatenate([source, mirrored])
+        train_rows = np.concatenate([train_rows, len(source) + train_rows])
+        train_targets = np.concatenate([train_targets, train_targets])
+    return [make_loader(array, rows_, y, run.loop.batch_size, shuffle=shuffle, seed=run.loop.seed,
+                        num_workers=run.hardware.num_workers)
+            for array, rows_, y, shuffle in ((train_source, train_rows, train_targets, True),
+                                             (source, source_rows[idx["val"]], targets[idx["val"]], False))]
 
 
 def class_weights(targets: np.ndarray, labels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
