@@ -45,23 +45,27 @@ def similarity(value: float, digits: int = 2) -> str:
 PAGE_SIZE = 24  # thumbnails per page, on every paged grid
 
 
-def pager(key: str, total: int) -> int:
+def pager(key: str, total: int, copy: str = "") -> int:
     """The one pager of every paged grid: "page k of n" between ← previous and next →, the page kept in the URL under
     `key` (absent means 1) so a link restores it. A link's page past the end (the store or the filters changed since)
-    shows the last page and says so. Draws nothing when everything fits on one page; returns the page, from 1."""
+    shows the last page and says so. Draws nothing when everything fits on one page; returns the page, from 1.
+    A second pager over the same grid (one above, one below it) passes a `copy` name: its buttons get their own
+    widget keys (`{key}_{copy}_next`), and the note about a missing page is not said twice."""
     pages = max(1, math.ceil(total / PAGE_SIZE))
     asked = state.get_int(key, 1)
     page_no = min(max(asked, 1), pages)
-    if asked != page_no:
+    if asked != page_no and not copy:
         st.info(f"There is no page {asked}: {total:,} images fill {pages} page{'s' if pages > 1 else ''}. "
                 f"Showing page {page_no}.")
     state.put(**{key: page_no if page_no > 1 else None})
     if pages == 1:
         return page_no
     prev_col, info_col, next_col = st.columns([1, 2, 1], vertical_alignment="center")
-    prev_col.button("← previous", key=f"{key}_previous", disabled=page_no <= 1, on_click=_go, args=(key, page_no - 1))
+    widget = f"{key}_{copy}" if copy else key
+    prev_col.button("← previous", key=f"{widget}_previous", disabled=page_no <= 1, on_click=_go,
+                    args=(key, page_no - 1))
     info_col.markdown(f"page {page_no} of {pages}")
-    next_col.button("next →", key=f"{key}_next", disabled=page_no >= pages, on_click=_go, args=(key, page_no + 1))
+    next_col.button("next →", key=f"{widget}_next", disabled=page_no >= pages, on_click=_go, args=(key, page_no + 1))
     return page_no
 
 
