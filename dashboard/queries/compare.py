@@ -106,3 +106,9 @@ def right_wrong_images(
            LIMIT ? OFFSET ?""",
         (wrong_run, right_run, split, task, int(limit), int(offset)),
     )
+
+
+def configs(run_ids: Sequence[str]) -> dict[str, str | None]:
+    """Each run's stored resolved config (JSON text, grouped by concern), by run."""
+    df = query("SELECT run_id, config FROM runs WHERE run_id IN (SELECT unnest(?::TEXT[]))", (list(run_ids),))
+    return {str(r.run_id): (None if r.config is None else str(r.config)) for r in df.itertuples()}

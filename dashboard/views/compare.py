@@ -2,13 +2,15 @@
 the images one run gets right and the other wrong, and a McNemar test on those images.
 
 URL state: `runs` (repeated; the first is A, the second B), `split`, `task`, `norm` (row-normalised
-confusion), `page_ab` / `page_ba` (thumbnail pages).
+confusion), `side` (which disagreements: `ab` A right and B wrong, or `ba`), `page_ab` / `page_ba` (thumbnail pages).
 """
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -70,18 +72,78 @@ def confusion_matrix(cells: pd.DataFrame, run_id: str, order: list[str], normali
     return matrix
 
 
-def heatmap(matrix: pd.DataFrame, title: str, diverging: bool = False, normalise: bool = False) -> go.Figure:
-    """A plotly heatmap of a confusion matrix (or a difference of two, centred on zero)."""
-    fmt = ".2f" if normalise else ".0f"
-    kwargs: dict = {"color_continuous_scale": "Blues"}
-    if diverging:
-        bound = max(float(matrix.abs().max().max()), 1e-9)
-        kwargs = {"color_continuous_scale": "RdBu", "zmin": -bound, "zmax": bound}
-    fig = px.imshow(matrix, text_auto=fmt, aspect="auto", labels={"x": "predicted", "y": "true", "color": ""},
-                    title=title, **kwargs)
-    fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=420)
-    fig.update_xaxes(side="bottom", tickangle=-30)
+def matrix_height(order: list[str]) -> int:
+    """Room for every class: about 48 px a row, plus the rotated predicted-class labels below."""
+    return 160 + 48 * max(len(order), 2) + 6 * max((len(label) for label in order), default=0)
+
+
+def every_label(fig: go.Figure, order: list[str]) -> go.Figure:
+    """Every class named on both axes (plotly drops category labels it thinks would overlap)."""
+    fig.update_xaxes(side="bottom", tickangle=-30, tickmode="array", tickvals=order, ticktext=order,
+                     automargin=True, title="predicted")
+    fig.update_yaxes(tickmode="array", tickvals=order, ticktext=order, automargin=True, title="true",
+                     autorange="reversed")
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=matrix_height(order))
     return fig
+
+
+def heatmap(matrix: pd.DataFrame, normalise: bool = False) -> go.Figure:
+    """A confusion matrix (rows true, columns predicted), its numbers written in the cells."""
+    order = [str(label) for label in matrix.index]
+    fmt = ".2f" if normalise else ".0f"
+    fig = go.Figure(go.Heatmap(
+        z=matrix.to_numpy(), x=order, y=order, colorscale="Blues", zmin=0, texttemplate=f"%{{z:{fmt}}}",
+        textfont={"size": 14}, colorbar={"title": {"text": "share of row" if normalise else "images"}},
+        hovertemplate=f"true %{{y}}, predicted %{{x}}: %{{z:{fmt}}}<extra></extra>"))
+    return every_label(fig, order)
+
+
+def benefit(diff: pd.DataFrame) -> pd.DataFrame:
+    """What B − A means for B: on the diagonal more is better, off it (a confusion) fewer is better.
+    Positive = B better, so one colour says "B better" wherever it is."""
+    sign = np.where(np.eye(len(diff), dtype=bool), 1.0, -1.0)
+    return diff * sign
+
+
+def difference_heatmap(diff: pd.DataFrame, normalise: bool = False) -> go.Figure:
+    """B − A coloured by meaning (blue: B better, red: B worse, white: the same), the signed difference in
+    each cell. Identical runs get a plain -1…1 scale in words, never an empty "−1n … 1n"."""
+    order = [str(label) for label in diff.index]
+    good = benefit(diff)
+    bound = float(good.abs().max().max())
+    if not bound > 1e-12:
+        bound = 1.0
+    fmt = "+.2f" if normalise else "+.0f"
+    text = [[("0" if abs(v) < 1e-12 else format(v, fmt)) for v in row] for row in diff.to_numpy()]
+    verdict = [[("B better" if v > 1e-12 else "B worse" if v < -1e-12 else "the same") for v in row]
+               for row in good.to_numpy()]
+    fig = go.Figure(go.Heatmap(
+        z=good.to_numpy(), x=order, y=order, text=text, customdata=verdict, texttemplate="%{text}",
+        textfont={"size": 14}, colorscale="RdBu", zmin=-bound, zmax=bound, zmid=0,
+        colorbar={"tickmode": "array", "tickvals": [-bound, 0, bound], "ticktext": ["B worse", "same", "B better"]},
+        hovertemplate="true %{y}, predicted %{x}: B − A = %{text} (%{customdata})<extra></extra>"))
+    return every_label(fig, order)
+
+
+def flatten(config: object, prefix: str = "") -> dict[str, str]:
+    """A nested config (grouped by concern) as dotted field names → values as text, for a side-by-side table."""
+    if isinstance(config, dict):
+        out: dict[str, str] = {}
+        for key, value in config.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: config if isinstance(config, str) else json.dumps(config)}
+
+
+def config_table(configs: dict[str, str | None], a: str, b: str) -> pd.DataFrame:
+    """Rows = every field of either config, columns A and B, plus whether they differ: the differing fields first,
+    each group in A's order, so the few that matter are on screen without scrolling."""
+    flat = {run_id: flatten(json.loads(text)) if text else {} for run_id, text in configs.items()}
+    fields = list(dict.fromkeys([*flat.get(a, {}), *flat.get(b, {})]))
+    table = pd.DataFrame({"field": fields, f"A: {a}": [flat.get(a, {}).get(f, "–") for f in fields],
+                          f"B: {b}": [flat.get(b, {}).get(f, "–") for f in fields]})
+    table["differs"] = table.iloc[:, 1] != table.iloc[:, 2]
+    return table.sort_values("differs", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
@@ -109,6 +171,18 @@ def url_toggle(label: str, key: str, default: bool) -> bool:
     state.seed(widget_key, state.get(key, "1" if default else "0") == "1")
     value = st.toggle(label, key=widget_key)
     state.put(**{key: "1" if value else "0"})
+    state.remember(widget_key, value)
+    return value
+
+
+def url_choice(label: str, options: dict[str, str], key: str, default: str) -> str:
+    """A segmented control kept in the URL under `key` (st.tabs cannot be: its choice never reaches the server)."""
+    widget_key = f"w_{key}"
+    wanted = state.get(key, default)
+    state.seed(widget_key, wanted if wanted in options else default)
+    value = st.segmented_control(label, list(options), format_func=options.__getitem__, required=True,
+                                 key=widget_key) or default
+    state.put(**{key: value})
     state.remember(widget_key, value)
     return value
 
@@ -177,20 +251,32 @@ st.plotly_chart(fig, width="stretch")
 st.subheader("Confusion matrices")
 cells = q.confusion(chosen, split, task)
 matrices = {run_id: confusion_matrix(cells, run_id, order, normalise) for run_id in chosen}
-for start in range(0, len(chosen), 3):
-    cols = st.columns(3)
-    for col, run_id in zip(cols, chosen[start:start + 3], strict=False):
-        col.plotly_chart(heatmap(matrices[run_id], run_id, normalise=normalise), width="stretch")
+names = "AB"
+for i, run_id in enumerate(chosen):
+    st.markdown(f"**{names[i] + ' = ' if i < 2 else ''}{md_escape(run_id)}** (rows: true period, columns: predicted)")
+    st.plotly_chart(heatmap(matrices[run_id], normalise=normalise), width="stretch", key=f"matrix_{i}")
 if len(chosen) >= 2:
     a, b = chosen[0], chosen[1]
-    diff = matrices[b] - matrices[a]
-    st.plotly_chart(heatmap(diff, f"Difference B − A ({b} − {a})", diverging=True, normalise=normalise),
-                    width="stretch")
-    st.caption("Blue on the diagonal: B gets more of that class right; red off the diagonal: B makes fewer of "
-               "that confusion.")
+    st.markdown(f"**Difference B − A** ({md_escape(b)} − {md_escape(a)})")
+    st.plotly_chart(difference_heatmap(matrices[b] - matrices[a], normalise=normalise), width="stretch",
+                    key="matrix_difference")
+    st.caption("Each cell shows B − A. Blue where B does better: more of that class right (on the diagonal) or "
+               "fewer of that confusion (off it); red where B does worse; white where they agree.")
 else:
     st.info("Add a second run for the difference of confusion matrices, the McNemar test and the disagreements.")
     st.stop()
+
+st.subheader("Configurations")
+configs = config_table(q.configs([a, b]), a, b)
+n_diff = int(configs["differs"].sum())
+st.caption(f"The two runs' stored configs, field by field: **{n_diff}** of {len(configs)} fields differ "
+           "(highlighted, listed first).")
+only_diff = st.toggle("Only the fields that differ", key="w_config_diff")
+shown = configs[configs["differs"]] if only_diff else configs
+styled = shown.drop(columns="differs").style.apply(
+    lambda row: ["background-color: #fde68a; font-weight: 600" if shown.loc[row.name, "differs"] else ""] * len(row),
+    axis=1)
+st.dataframe(styled, hide_index=True, width="stretch")
 
 st.subheader(f"A = {md_escape(a)} vs B = {md_escape(b)}, image by image")
 counts = q.agreement(a, b, split, task)
@@ -201,8 +287,9 @@ m3.metric("B right, A wrong (c)", f"{counts['b_only']:,}")
 m4.metric("Both wrong", f"{counts['both_wrong']:,}")
 st.markdown(mcnemar_words(a, b, counts, split))
 
-tab_ab, tab_ba = st.tabs([f"A right, B wrong ({counts['a_only']:,})", f"B right, A wrong ({counts['b_only']:,})"])
-with tab_ab:
+side = url_choice("Disagreements", {"ab": f"A right, B wrong ({counts['a_only']:,})",
+                                     "ba": f"B right, A wrong ({counts['b_only']:,})"}, "side", default="ab")
+if side == "ab":
     disagreement_tab(a, b, split, task, counts["a_only"], "page_ab")
-with tab_ba:
+else:
     disagreement_tab(b, a, split, task, counts["b_only"], "page_ba")
