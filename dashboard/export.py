@@ -26,23 +26,31 @@ figure{margin:0;border:1px solid #ddd;border-radius:6px;padding:8px;background:#
 figure img{width:100%;height:auto;display:block;border-radius:3px}
 figcaption{font-size:13px;margin-top:6px;line-height:1.35}
 .wrong{color:#b00020;font-weight:600} .right{color:#0a7a2f;font-weight:600} .muted{color:#666}
+.legend{font-size:13px;margin:0 0 14px}
 .note{background:#fff6d6;border-radius:3px;padding:2px 4px;margin-top:4px}
 """
+
+
+LEGEND = ('<p class="legend">Each tile: <span class="right">true period → model\'s guess</span> (right) or '
+          '<span class="wrong">true period → model\'s guess</span> (wrong), then the model\'s confidence: the '
+          "probability it gave its guess.</p>")
 
 
 def gallery_html(title: str, filter_text: str, rows: pd.DataFrame, synthetic: bool = False) -> str:
     """An HTML page of tiles: thumbnail, true → predicted, confidence, artist, title, annotations."""
     e = html.escape
+    with_split = "split" in rows and rows["split"].nunique() > 1  # one split for all: the filter line names it
     tiles = []
     for r in rows.itertuples():
         thumb = base64.b64encode(r.thumbnail).decode("ascii") if getattr(r, "thumbnail", None) else ""
         verdict = "right" if r.correct else "wrong"
+        split = f" · {e(str(r.split))}" if with_split and isinstance(getattr(r, "split", None), str) else ""
         meta = " · ".join(e(str(v)) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
         note = f'<div class="note">{e(r.annotation_text)}</div>' if isinstance(r.annotation_text, str) else ""
         tiles.append(
             f'<figure><img alt="{e(str(r.image_id))}" src="data:image/jpeg;base64,{thumb}">'
             f'<figcaption><span class="{verdict}">{e(str(r.true_label))} → {e(str(r.pred_label))}</span> '
-            f"({r.confidence:.0%})<br><span class=\"muted\">{meta}</span>"
+            f"({r.confidence:.0%}{split})<br><span class=\"muted\">{meta}</span>"
             f'<br><span class="muted">{e(str(r.image_id))}</span>{note}</figcaption></figure>'
         )
     banner = "<p><strong>Synthetic demo data</strong>: these are generated pictures, not paintings.</p>" if (
@@ -50,7 +58,7 @@ def gallery_html(title: str, filter_text: str, rows: pd.DataFrame, synthetic: bo
     return (
         f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{_STYLE}</style>"
         f"</head><body><h1>{e(title)}</h1><p class=\"filter\">{e(filter_text)} — {len(rows)} images, exported "
-        f"{datetime.now():%Y-%m-%d %H:%M} from Period Eye</p>{banner}<div class=\"grid\">{''.join(tiles)}</div>"
+        f"{datetime.now():%Y-%m-%d %H:%M} from Period Eye</p>{banner}{LEGEND}<div class=\"grid\">{''.join(tiles)}</div>"
         "</body></html>"
     )
 

@@ -44,16 +44,30 @@ if not cm.empty:
     grid = grid.reindex(index=periods, columns=periods, fill_value=0)
     fig = go.Figure(go.Heatmap(
         z=grid.values, x=periods, y=periods, colorscale="Blues", text=grid.values, texttemplate="%{text}",
-        hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+        hoverinfo="skip",
+    ))
+    # A heatmap cannot be selected (a click on it carries no points), so each cell's centre holds an invisible
+    # marker; with no hover distance limit a click picks the nearest centre, which on a grid is the cell's own.
+    cells = [(t, p, int(grid.loc[t, p])) for t in periods for p in periods]
+    invisible = dict(opacity=0)
+    fig.add_trace(go.Scatter(
+        x=[c[1] for c in cells], y=[c[0] for c in cells], customdata=[c[2] for c in cells], mode="markers",
+        marker=dict(size=10, opacity=0),
+        selected=dict(marker=invisible), unselected=dict(marker=invisible), showlegend=False,
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images: click to show them<extra></extra>",
     ))
     fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", height=360,
-                      margin=dict(l=10, r=10, t=30, b=10), title="Confusion (click a cell to filter)")
+                      margin=dict(l=10, r=10, t=30, b=10), title="Confusion (click a cell to filter)",
+                      clickmode="event+select", dragmode=False, hovermode="closest", hoverdistance=-1)
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="cm", width="stretch")
-    points = event.selection.points if event else []
-    if points:
-        cell_true, cell_pred = points[0]["y"], points[0]["x"]
-        if [cell_true] != true or [cell_pred] != pred:
-            state.put(true=[cell_true], pred=[cell_pred], outcome="all", page=None)
+    points = [pt for pt in (event.selection.points if event else []) if pt.get("curve_number", 1) == 1]
+    clicked = (points[0]["y"], points[0]["x"]) if points else None
+    # Act on a new click only: the chart keeps its selection across reruns, and a filter changed in the sidebar
+    # afterwards must not be pulled back to the cell clicked before it.
+    if clicked != st.session_state.get("_cm_clicked"):
+        st.session_state["_cm_clicked"] = clicked
+        if clicked and ([clicked[0]], [clicked[1]]) != (true, pred):
+            state.put(true=[clicked[0]], pred=[clicked[1]], outcome="all", page=None)
             st.rerun()
 
 total = gallery.count(f)
@@ -63,6 +77,9 @@ if total == 0:
     st.info("No image matches these filters.")
     st.stop()
 
+st.caption("Each tile: :green[true period → model's guess] (right) or :red[true period → model's guess] (wrong), "
+           "then the model's confidence: the probability it gave its guess."
+           + (" The tile names its split (train, val or test)." if f.split is None else ""))
 page_no = pager("page", total)
 rows = gallery.page(f, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
 for start in range(0, len(rows), COLUMNS):
@@ -72,20 +89,30 @@ for start in range(0, len(rows), COLUMNS):
             mark = ":green" if r.correct else ":red"
             link = "inspector?" + urlencode({"run": run_id, "image": r.image_id})
             meta = " · ".join(md_escape(v) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
+            where = f" · {md_escape(r.split)}" if f.split is None else ""
             st.markdown(
-                f"{mark}[{md_escape(r.true_label)} → {md_escape(r.pred_label)}] {r.confidence:.0%}  \n"
+                f"{mark}[{md_escape(r.true_label)} → {md_escape(r.pred_label)}] {r.confidence:.0%}{where}  \n"
                 f"<small>{meta}</small>  \n[inspect]({link})"
                 + (f" · {r.annotations} note(s)" if r.annotations else ""),
                 unsafe_allow_html=True,
             )
+pager("page", total, copy="bottom")
 
 with st.expander("Share this gallery"):
     st.write("This page's URL holds every filter: send it to anyone with access to this dashboard. "
              "Or export a file that opens anywhere, with no server:")
+    # Both files are made at once and kept for this filter: a download does not rerun the page (on_click="ignore"),
+    # and any later rerun still finds them, so the other button stays until the filter changes.
+    wanted = f.describe()
     if st.button(f"Prepare HTML and CSV (first {EXPORT_LIMIT} images)", key="prepare_export"):
         export_rows = gallery.page(f, EXPORT_LIMIT, 0)
         title = f"Period Eye — {run_id}"
-        st.download_button("Download HTML gallery", gallery_html(title, f.describe(), export_rows, run["synthetic"]),
-                           file_name="period-eye-gallery.html", mime="text/html")
-        st.download_button("Download CSV", gallery_csv(export_rows), file_name="period-eye-gallery.csv",
-                           mime="text/csv")
+        st.session_state["_export"] = (wanted, gallery_html(title, wanted, export_rows, bool(run["synthetic"])),
+                                       gallery_csv(export_rows))
+    prepared = st.session_state.get("_export")
+    if prepared and prepared[0] == wanted:
+        _, html_file, csv_file = prepared
+        st.download_button("Download HTML gallery", html_file, file_name="period-eye-gallery.html", mime="text/html",
+                           on_click="ignore", key="download_html")
+        st.download_button("Download CSV", csv_file, file_name="period-eye-gallery.csv", mime="text/csv",
+                           on_click="ignore", key="download_csv")
