@@ -7,6 +7,8 @@ from typing import overload
 
 import streamlit as st
 
+from dashboard.text import md_escape
+
 
 @overload
 def get(name: str, default: str) -> str: ...
@@ -72,12 +74,22 @@ def _store(key: str, widget_key: str, value) -> None:
 
 
 def choose(label: str, options: Sequence[str], key: str, default: str | None = None, **kwargs) -> str | None:
-    """A selectbox whose value lives in the URL under `key`."""
+    """A selectbox whose value lives in the URL under `key`. A link naming a value that is not among `options` (a
+    deleted run, a period this run lacks) is said on screen with what exists, the picker left empty and the URL
+    untouched, and the page stops there: never another value shown in its place."""
     options = list(options)
     if not options:
         return None
-    wanted = get(key, default)
     widget_key = f"w_{key}"
+    asked = get(key)
+    if asked is not None and asked not in options and (
+            st.session_state.get(_last(widget_key)) != asked or st.session_state.get(widget_key) is None):
+        st.session_state[widget_key] = None
+        remember(widget_key, asked)  # the user's pick on the next run replaces it
+        st.selectbox(label, options, key=widget_key, placeholder="Pick one", **kwargs)
+        not_found(label, [asked], options, kwargs.get("format_func", str))
+        st.stop()
+    wanted = get(key, default)
     seed(widget_key, wanted if wanted in options else options[0])
     if st.session_state[widget_key] not in options:
         st.session_state[widget_key] = options[0]
@@ -87,11 +99,31 @@ def choose(label: str, options: Sequence[str], key: str, default: str | None = N
 
 
 def choose_many(label: str, options: Sequence[str], key: str, **kwargs) -> list[str]:
-    """A multiselect whose values live in the URL under `key` (repeated)."""
+    """A multiselect whose values live in the URL under `key` (repeated). Values a link names that are not among
+    `options` are said on screen with what exists, and left out."""
     options = list(options)
     widget_key = f"w_{key}"
-    seed(widget_key, list(dict.fromkeys(v for v in get_list(key) if v in options)))  # a link may repeat a value
+    asked = list(dict.fromkeys(get_list(key)))  # a link may repeat a value
+    missing = [v for v in asked if v not in options]
+    if missing and st.session_state.get(_last(widget_key)) != asked:
+        not_found(label, missing, options, kwargs.get("format_func", str))
+    seed(widget_key, asked)
     st.session_state[widget_key] = [v for v in st.session_state[widget_key] if v in options]
     value = st.multiselect(label, options, key=widget_key, **kwargs)
     _store(key, widget_key, value)
     return value
+
+
+SHOWN_OPTIONS = 30  # the most values a not-found message lists
+
+
+def not_found(label: str, asked: Sequence[str], options: Sequence[str], name=str) -> None:
+    """One warning in the page's main area (also when the picker is in the sidebar, which a phone hides): what the
+    link asked for, and what exists instead."""
+    what = label.split(" (")[0].lower()
+    wanted = ", ".join(f"**{md_escape(v)}**" for v in asked)
+    listed = ", ".join(md_escape(name(v)) for v in options[:SHOWN_OPTIONS])
+    more = f" and {len(options) - SHOWN_OPTIONS:,} more" if len(options) > SHOWN_OPTIONS else ""
+    st._main.warning(f"Not found: {what} {wanted}, which this link asks for. There "
+                     f"{'is 1' if len(options) == 1 else f'are {len(options):,}'} to choose from: {listed}{more}.",
+                     icon=":material/search_off:")

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import html
 import math
-import re
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import state
-
-# Characters that mean something anywhere in a line of Markdown: emphasis, code, links and images, strikethrough,
-# Streamlit's :emoji: and :color[…], $math$, tables. (HTML's < > & are escaped as entities.)
-_INLINE = re.compile(r"([\\`*_\[\]()!~$:{}|^])")
-# ... and what means something only at the start of a line: a heading, a list, a quote, a setext rule.
-_LINE_START = re.compile(r"^(\s*)(#|[-+=]|\d+(?=[.)]))")
-_WWW = re.compile(r"\b(www)\.", re.IGNORECASE)  # GFM links www.… by itself
-
-
-def md_escape(value: object, lines: bool = False) -> str:
-    """Text from the store (a title, an artist, a period, a path, a run name) or from a URL, shown literally by
-    st.markdown and by everything that reads Markdown (captions, alerts, labels, image captions): HTML-escaped, so
-    no tag survives even where HTML is allowed, and Markdown-escaped, so `![t](http://…)` fetches nothing and
-    `_x_` stays as typed. One line (whitespace collapsed), or with `lines` its line breaks kept."""
-    rows = str(value).splitlines() if lines else [" ".join(str(value).split())]
-    return "  \n".join(_escape_line(row) for row in rows)
-
-
-def _escape_line(row: str) -> str:
-    row = _WWW.sub(r"\1\\.", _INLINE.sub(r"\\\1", html.escape(row, quote=False)))
-    match = _LINE_START.match(row)
-    if match:  # "# x", "- x", "1. x": the marker (for a number, the dot after it) escaped
-        cut = match.end(1) + (len(match.group(2)) if match.group(2)[0].isdigit() else 0)
-        row = f"{row[:cut]}\\{row[cut:]}"
-    return row
+from dashboard.queries.runs import kept_epochs
+from dashboard.text import md_escape as md_escape  # pages import it from here
 
 
 def similarity(value: float, digits: int = 2) -> str:
@@ -74,12 +49,84 @@ def _go(key: str, page_no: int) -> None:
     state.put(**{key: page_no if page_no > 1 else None})
 
 
-def choose_runs(label: str, table: pd.DataFrame, default: list[str]) -> list[str]:
-    """Several runs, kept in the URL under `runs`; stops with a hint when none is chosen."""
+def best_run(table: pd.DataFrame) -> str:
+    """Every page's default run: the trained run with the best test accuracy (ties: the first by name), not the
+    alphabetically first. An evaluation on another collection is not a candidate: its accuracy is that collection's."""
+    trained = table[table["evaluation_of"].isna() & table["test_accuracy"].notna()]
+    ranked = (trained if not trained.empty else table).sort_values(
+        ["test_accuracy", "run_id"], ascending=[False, True], na_position="last")
+    return str(ranked["run_id"].iloc[0])
+
+
+def best_run_caption(table: pd.DataFrame, run_id: str) -> str:
+    """Which run is the best by test accuracy, and how the one shown compares: said under every run picker."""
+    accuracy = table.set_index("run_id")["test_accuracy"]
+    best = best_run(table)
+    if pd.isna(accuracy.get(best)):
+        return ""
+    if run_id == best:
+        return f"The best run by test accuracy ({accuracy[best]:.3f}): shown when a link names none."
+    own = "" if pd.isna(accuracy.get(run_id)) else f"; this run {accuracy[run_id]:.3f}"
+    return f"Best by test accuracy: {md_escape(best)} ({accuracy[best]:.3f}{own})."
+
+
+def choose_run(table: pd.DataFrame, label: str = "Run", key: str = "run") -> str:
+    """The one run picker of a single-run page: kept in the URL under `key`, the best run by test accuracy when the
+    link names none (and a caption saying so), a link's unknown run said on screen (state.choose)."""
+    run_id = state.choose(label, table["run_id"].tolist(), key, default=best_run(table))
+    assert run_id is not None  # Home.py shows no page over a store without runs
+    caption = best_run_caption(table, run_id)
+    if caption:
+        st.caption(caption)
+    return run_id
+
+
+def default_runs(table: pd.DataFrame, limit: int | None = None) -> list[str]:
+    """A multi-run page's default: the runs trained on the best run's dataset (comparable image by image), best test
+    accuracy first; at most `limit`."""
+    best = best_run(table)
+    dataset = table.loc[table["run_id"] == best, "trained_on"].iloc[0]
+    same = table[(table["trained_on"] == dataset) & table["evaluation_of"].isna()]
+    ranked = same.sort_values(["test_accuracy", "run_id"], ascending=[False, True], na_position="last")
+    return ranked["run_id"].head(limit).tolist() if limit else ranked["run_id"].tolist()
+
+
+def choose_runs(label: str, table: pd.DataFrame, default: list[str] | None = None) -> list[str]:
+    """Several runs, kept in the URL under `runs` (by default `default_runs`); stops with a hint when none is
+    chosen. Says which run is the best by test accuracy."""
     if not state.get_list("runs"):
-        state.put(runs=default)
+        state.put(runs=default if default is not None else default_runs(table))
     chosen = state.choose_many(label, table["run_id"].tolist(), "runs")
     if not chosen:
         st.info("Pick one or more runs.")
         st.stop()
+    best = best_run(table)
+    accuracy = table.set_index("run_id")["test_accuracy"].get(best)
+    if not pd.isna(accuracy):
+        st.caption(f"Best by test accuracy: {md_escape(best)} ({accuracy:.3f})"
+                   f"{', chosen here' if best in chosen else ''}.")
     return chosen
+
+
+def kept_note(run_ids: list[str], each: bool = True) -> str:
+    """Which stage and epoch each run kept (best validation accuracy), and which two-stage runs kept their head stage
+    because fine-tuning never beat it (then the same model as a head run): a caption for the Curves (and, without
+    `each` run's line, for the Overview, whose table shows them)."""
+    kept = kept_epochs(run_ids)
+    if kept.empty:
+        return ""
+    parts = [f"{md_escape(row.run_id)}: {md_escape(row.kept_stage)} stage, epoch {row.best_epoch}"
+             if isinstance(row.kept_stage, str) else f"{md_escape(row.run_id)}: epoch {row.best_epoch}"
+             for row in kept.itertuples()]
+    note = "Kept weights (best validation accuracy): " + "; ".join(parts) + "." if each else ""
+    stuck = [row.run_id for row in kept.itertuples() if never_beat_first_stage(row.stages, row.kept_stage)]
+    if stuck:
+        note += (f"{' ' if note else ''}Fine-tuning never beat the head stage in {md_escape(', '.join(stuck))}: "
+                 "the head stage's weights were kept, so the stored model is that of a head-only run.")
+    return note
+
+
+def never_beat_first_stage(stages, kept_stage: object) -> bool:
+    """A run of several stages that kept the weights of its first one."""
+    stages = list(stages) if stages is not None else []
+    return len(stages) > 1 and kept_stage == stages[0]

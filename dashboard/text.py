@@ -1,0 +1,31 @@
+"""Text from the store or a URL, shown literally wherever Streamlit reads Markdown."""
+
+from __future__ import annotations
+
+import html
+import re
+
+# Characters that mean something anywhere in a line of Markdown: emphasis, code, links and images, strikethrough,
+# Streamlit's :emoji: and :color[…], $math$, tables. (HTML's < > & are escaped as entities.)
+_INLINE = re.compile(r"([\\`*_\[\]()!~$:{}|^])")
+# ... and what means something only at the start of a line: a heading, a list, a quote, a setext rule.
+_LINE_START = re.compile(r"^(\s*)(#|[-+=]|\d+(?=[.)]))")
+_WWW = re.compile(r"\b(www)\.", re.IGNORECASE)  # GFM links www.… by itself
+
+
+def md_escape(value: object, lines: bool = False) -> str:
+    """Text from the store (a title, an artist, a period, a path, a run name) or from a URL, shown literally by
+    st.markdown and by everything that reads Markdown (captions, alerts, labels, image captions): HTML-escaped, so
+    no tag survives even where HTML is allowed, and Markdown-escaped, so `![t](http://…)` fetches nothing and
+    `_x_` stays as typed. One line (whitespace collapsed), or with `lines` its line breaks kept."""
+    rows = str(value).splitlines() if lines else [" ".join(str(value).split())]
+    return "  \n".join(_escape_line(row) for row in rows)
+
+
+def _escape_line(row: str) -> str:
+    row = _WWW.sub(r"\1\\.", _INLINE.sub(r"\\\1", html.escape(row, quote=False)))
+    match = _LINE_START.match(row)
+    if match:  # "# x", "- x", "1. x": the marker (for a number, the dot after it) escaped
+        cut = match.end(1) + (len(match.group(2)) if match.group(2)[0].isdigit() else 0)
+        row = f"{row[:cut]}\\{row[cut:]}"
+    return row
