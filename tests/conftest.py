@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser, page, served  # noqa: F401  (the browser suite's fixtures, for every file)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,6 +81,56 @@ def store_without_attributions(tmp_path_factory) -> Path:
     return Path(exp.store)
 
 
+PAINTINGS_PER_STYLE = 45
+
+
+def painting_manifest(wikiart: Path, folder: Path, per_style: int = PAINTINGS_PER_STYLE) -> Path:
+    """A manifest CSV of the first `per_style` paintings (by file name) of every style: the same set each session."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "paintings.csv"
+    with manifest.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["path", "period"])
+        for style in sorted(d for d in wikiart.iterdir() if d.is_dir()):
+            for image in sorted(style.glob("*.jpg"))[:per_style]:
+                out.writerow([str(image.absolute()), style.name])
+    return manifest
+
+
+def real_experiment(manifest: Path) -> dict:
+    """Small real paintings: a frozen-head run and a short two-stage run (so a kept stage shows), few maps."""
+    return {
+        "name": "wikiart-mini",
+        "data": {"source": "manifest", "path": str(manifest), "name": "wikiart-styles", "resize": 80, "crop": 64,
+                 "thumbnail_size": 128, "split": {"mode": "fractions", "val": 0.2, "test": 0.2, "seed": 0}},
+        "defaults": {"backbone": "efficientnet_lite0", "epochs": 2, "stage2_epochs": 1, "lr": 0.01,
+                     "batch_size": 64, "projection": "pca"},
+        "attributions": {"splits": ["test"], "max_images": 8, "ig_steps": 4, "sanity_images": 2,
+                         "heatmap_size": 32},
+        "runs": [
+            {"name": "lite0-head", "strategy": "head"},
+            {"name": "lite0-two-stage", "strategy": "two_stage", "epochs": 1, "lr": 0.003},
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def real_store(shared_datasets, tmp_path_factory) -> Path:
+    """A real-painting store, built once per session: 315 WikiArt paintings (7 styles), two runs, small images.
+
+    The browser tests read it (tests/browser.py serves it); the demo's synthetic pictures hide problems with
+    long class names, dark paintings and real thumbnails."""
+    from pipeline.experiment import run_experiment
+
+    folder = tmp_path_factory.mktemp("real-store")
+    manifest = painting_manifest(shared_datasets / "wikiart-styles", folder / "data")
+    exp = make_experiment(folder, real_experiment(manifest))
+    run_experiment(exp, progress=False)
+    return Path(exp.store)
+
+
 def copy_store(store: Path, folder: Path) -> Path:
     """A private copy (with its WAL, if any) that a test may write."""
     import shutil
@@ -100,7 +152,7 @@ def sql(store: Path, text: str, params=()) -> list[tuple]:
         return con.execute(text, list(params or [])).fetchall()
 
 
-def open_dashboard(store: Path, monkeypatch, page: str | None = None, timeout: int = 120, **params):
+def open_dashboard(store: Path, monkeypatch, page: str | None = None, timeout: int = 120, **params):  # noqa: F811
     """The real dashboard over `store` in AppTest: Home, then `page` (e.g. "errors.py") with `params` in the URL."""
     from streamlit.testing.v1 import AppTest
 

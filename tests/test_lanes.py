@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 # Session fixtures that train runs before their first test (a minute or more on 2 cores).
-TRAINED_STORES = {"demo_store", "store_without_attributions"}
+TRAINED_STORES = {"demo_store", "store_without_attributions", "real_store", "served"}
 LANES = {"slow", "browser", "ddp"}
 
 
