@@ -40,7 +40,9 @@ def nav_pages() -> list:
             for i, (file, title, icon, url) in enumerate(PAGES)]
 
 
-st.set_page_config(page_title="Period Eye", page_icon=":material/palette:", layout="wide")
+# An emoji favicon is drawn in the browser; a ":material/…:" one is fetched from fonts.gstatic.com, which fails
+# offline (tests/test_browser.py checks that no page asks another host for anything).
+st.set_page_config(page_title="Period Eye", page_icon="🎨", layout="wide")
 navigation = st.navigation(nav_pages())
 
 
