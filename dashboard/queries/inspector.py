@@ -1,12 +1,15 @@
-"""One image across runs: metadata, probabilities, saliency maps, method agreement."""
+"""One image across runs: metadata, probabilities, saliency maps, method agreement, and where the image stands in
+an Errors filter (so the Inspector can step to the previous or next error the gallery shows)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 
 from dashboard.queries import query
+from dashboard.queries.gallery import SORTS, GalleryFilter
 
 
 def run_dataset(run_id: str) -> str | None:
@@ -27,11 +30,53 @@ def image(dataset_id: str, image_id: str) -> pd.Series | None:
     return df.iloc[0] if len(df) else None
 
 
-def candidates(run_id: str, limit: int = 300) -> pd.DataFrame:
-    """Images to pick from when none is in the URL: the run's test errors, most confident first."""
-    return query("""SELECT image_id, true_label, pred_label, confidence FROM predictions
-                    WHERE run_id = ? AND task = 'period' AND split = 'test'
-                    ORDER BY correct, confidence DESC LIMIT ?""", (run_id, limit))
+# The Errors page's rows (predictions of its run, with image metadata and the methods' disagreement for its sort).
+_FILTERED = """
+    FROM predictions p
+    JOIN runs r ON r.run_id = p.run_id
+    JOIN images i ON i.dataset_id = r.dataset_id AND i.image_id = p.image_id
+    LEFT JOIN (SELECT image_id, 1 - avg(spearman) AS disagreement FROM attribution_agreement
+               WHERE run_id = ? AND target_kind = 'predicted' GROUP BY image_id) ag ON ag.image_id = p.image_id"""
+
+
+def candidates(f: GalleryFilter, limit: int = 300) -> pd.DataFrame:
+    """Images to pick from: the first `limit` of the Errors filter `f`, in its order (by default the run's test
+    errors, most confident first)."""
+    where, params = f.where()
+    return query(f"""SELECT p.image_id, p.true_label, p.pred_label, p.confidence {_FILTERED} WHERE {where}
+                     ORDER BY {SORTS.get(f.sort, SORTS['most confident first'])} LIMIT ?""",
+                 (f.run_id, *params, int(limit)))
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an image stands in a filter's order: its 1-based position (None: not in the filter), the images
+    before and after it (for a missing image: None and the filter's first), and how many the filter holds."""
+
+    position: int | None
+    previous: str | None
+    next: str | None
+    total: int
+
+
+def place(f: GalleryFilter, image_id: str) -> Place:
+    """The image's position in the Errors filter `f` and its neighbours there, ranked in DuckDB (one query)."""
+    where, params = f.where()
+    order = SORTS.get(f.sort, SORTS["most confident first"])
+    df = query(f"""
+        WITH ranked AS (SELECT p.image_id, row_number() OVER (ORDER BY {order}) AS n {_FILTERED} WHERE {where}),
+             me AS (SELECT n FROM ranked WHERE image_id = ?)
+        SELECT (SELECT n FROM me) AS position, (SELECT count(*) FROM ranked) AS total,
+               (SELECT image_id FROM ranked WHERE n = (SELECT n FROM me) - 1) AS previous,
+               (SELECT image_id FROM ranked WHERE n = coalesce((SELECT n FROM me) + 1, 1)) AS next""",
+               (f.run_id, *params, image_id))
+    row = df.iloc[0]
+    position = None if pd.isna(row["position"]) else int(row["position"])
+    return Place(position, _text(row["previous"]), _text(row["next"]), int(row["total"]))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
 
 
 def probabilities(dataset_id: str, image_id: str) -> pd.DataFrame:
