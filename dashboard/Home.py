@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard.queries import failure_message, store_path, store_problem
 from dashboard.queries.runs import runs
-from dashboard.ui import md_escape
+from dashboard.ui import chart_toolbar_rule, md_escape
 
 HERE = Path(__file__).resolve().parent / "views"  # not pages/: Streamlit would list that folder on its own
 PAGES = [
@@ -43,6 +43,7 @@ def nav_pages() -> list:
 # An emoji favicon is drawn in the browser; a ":material/…:" one is fetched from fonts.gstatic.com, which fails
 # offline (tests/test_browser.py checks that no page asks another host for anything).
 st.set_page_config(page_title="Period Eye", page_icon="🎨", layout="wide")
+chart_toolbar_rule()
 navigation = st.navigation(nav_pages())
 
 

@@ -130,3 +130,15 @@ def never_beat_first_stage(stages, kept_stage: object) -> bool:
     """A run of several stages that kept the weights of its first one."""
     stages = list(stages) if stages is not None else []
     return len(stages) > 1 and kept_stage == stages[0]
+
+
+# Plotly draws its toolbar over the top-right of a chart, where a title runs on a phone-width screen (a tap shows it,
+# and it stays). Below this width it is hidden: a touch screen zooms and pans with gestures, and double-tap resets.
+CHART_TOOLBAR_MAX_HIDDEN_PX = 640
+
+
+def chart_toolbar_rule() -> None:
+    """Every Plotly chart on the page without its toolbar on narrow screens (called once, from Home.py, so every
+    page and chart gets it): style only, so it takes no room in the page."""
+    st.html(f"<style>@media (max-width: {CHART_TOOLBAR_MAX_HIDDEN_PX}px) {{ .js-plotly-plot .modebar-container "
+            "{ display: none !important; } }</style>")

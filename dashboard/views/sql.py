@@ -79,9 +79,10 @@ st.caption(f"One read-only query over the store: no writes, no files, no network
 with st.expander("Tables"):
     st.dataframe(sql_console.tables(), hide_index=True)
 
-cols = st.columns(len(sql_console.EXAMPLES))
-for col, (name, text) in zip(cols, sql_console.EXAMPLES.items(), strict=True):
-    col.button(name, on_click=use_example, args=(text,), width="stretch")
+# Buttons as wide as their labels, wrapping onto more lines when narrow: in equal columns the labels were cut off.
+examples = st.container(horizontal=True, wrap=True, gap="small")
+for name, text in sql_console.EXAMPLES.items():
+    examples.button(name, on_click=use_example, args=(text,), width="content")
 
 seed_editor(state.get("q", "") or "")
 with st.form("sql"):
