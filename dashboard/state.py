@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import overload
 
 import streamlit as st
@@ -87,7 +88,7 @@ def choose(label: str, options: Sequence[str], key: str, default: str | None = N
         st.session_state[widget_key] = None
         remember(widget_key, asked)  # the user's pick on the next run replaces it
         st.selectbox(label, options, key=widget_key, placeholder="Pick one", **kwargs)
-        not_found(label, [asked], options, kwargs.get("format_func", str))
+        not_found(label, [asked], options, kwargs.get("format_func", str), pick=True)
         st.stop()
     wanted = get(key, default)
     seed(widget_key, wanted if wanted in options else options[0])
@@ -117,13 +118,32 @@ def choose_many(label: str, options: Sequence[str], key: str, **kwargs) -> list[
 SHOWN_OPTIONS = 30  # the most values a not-found message lists
 
 
-def not_found(label: str, asked: Sequence[str], options: Sequence[str], name=str) -> None:
+def not_found(label: str, asked: Sequence[str], options: Sequence[str], name=str, pick: bool = False) -> None:
     """One warning in the page's main area (also when the picker is in the sidebar, which a phone hides): what the
     link asked for, and what exists instead."""
     what = label.split(" (")[0].lower()
     wanted = ", ".join(f"**{md_escape(v)}**" for v in asked)
     listed = ", ".join(md_escape(name(v)) for v in options[:SHOWN_OPTIONS])
     more = f" and {len(options) - SHOWN_OPTIONS:,} more" if len(options) > SHOWN_OPTIONS else ""
-    st._main.warning(f"Not found: {what} {wanted}, which this link asks for. There "
-                     f"{'is 1' if len(options) == 1 else f'are {len(options):,}'} to choose from: {listed}{more}.",
-                     icon=":material/search_off:")
+    with main_area():
+        st.warning(f"Not found: {what} {wanted}, which this link asks for. There "
+                   f"{'is 1' if len(options) == 1 else f'are {len(options):,}'} to choose from: {listed}{more}."
+                   + (f" Pick one in the {what} menu." if pick else ""), icon=":material/search_off:")
+
+
+@contextmanager
+def main_area() -> Iterator[None]:
+    """Write to the page's main area even from inside `with st.sidebar:` (a phone hides the sidebar). Streamlit has
+    no public way to leave a `with` block's container, so this sets its container stack back to the main area for
+    the block; should that private name move, the message stays where the picker is."""
+    try:
+        from streamlit.delta_generator_singletons import context_dg_stack
+    except ImportError:
+        yield
+        return
+    stack = context_dg_stack.get()
+    context_dg_stack.set(stack[:1])
+    try:
+        yield
+    finally:
+        context_dg_stack.set(stack)

@@ -121,7 +121,7 @@ def kept_note(run_ids: list[str], each: bool = True) -> str:
     note = "Kept weights (best validation accuracy): " + "; ".join(parts) + "." if each else ""
     stuck = [row.run_id for row in kept.itertuples() if never_beat_first_stage(row.stages, row.kept_stage)]
     if stuck:
-        note += (f"{' ' if note else ''}Fine-tuning never beat the head stage in {md_escape(', '.join(stuck))}: "
+        note += (f"{' ' if note else '† '}Fine-tuning never beat the head stage in {md_escape(', '.join(stuck))}: "
                  "the head stage's weights were kept, so the stored model is that of a head-only run.")
     return note
 

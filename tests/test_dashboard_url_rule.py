@@ -38,7 +38,7 @@ def test_an_unknown_run_is_named_with_what_exists_and_nothing_else_is_shown():
     assert not at.exception, at.exception
     assert [w.value for w in at.warning] == [
         "Not found: run **demo/deleted-run**, which this link asks for. "
-        "There are 2 to choose from: demo/head, demo/finetune."]
+        "There are 2 to choose from: demo/head, demo/finetune. Pick one in the run menu."]
     assert at.selectbox(key="w_run").value is None  # not another run in its place
     assert not at.markdown  # the page stopped before showing anything for a run
     assert url(at, "run") == ["demo/deleted-run"]  # the link is left as it was

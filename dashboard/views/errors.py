@@ -11,7 +11,7 @@ from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
-from dashboard.ui import PAGE_SIZE, md_escape, pager
+from dashboard.ui import PAGE_SIZE, choose_run, md_escape, pager
 
 COLUMNS = 6
 EXPORT_LIMIT = 500
@@ -20,7 +20,7 @@ st.title("Errors")
 table = runs()
 
 with st.sidebar:
-    run_id = state.choose("Run", table["run_id"].tolist(), "run")
+    run_id = choose_run(table)
     periods = labels(run_id)
     split = state.choose("Split", ["test", "val", "train", "all"], "split")
     outcome = state.choose("Predictions", list(gallery.OUTCOMES), "outcome")

@@ -16,7 +16,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import store_path, store_version
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import md_escape
+from dashboard.ui import choose_run, md_escape
 from dashboard.uploads import Explained, UploadError, explain_upload, load
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ st.title("Upload")
 table = runs()
 store = store_path()
 with st.sidebar:
-    run_id = state.choose("Run", table["run_id"].tolist(), "run")
+    run_id = choose_run(table)
     target = state.choose("Maps explain", [PREDICTED, *labels(run_id)], "target")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, state.get_float("alpha", 0.5), 0.05, key="w_alpha")
     state.put(alpha=None if alpha == 0.5 else alpha)
