@@ -94,12 +94,42 @@ def test_gallery_pages(monkeypatch, demo_store):
     assert url_page(first) == "2" and page_label(first) == f"page 2 of {pages}" and tiles(first) == tiles(second)
     first.button(key="page_previous").click().run()
     assert "page" not in first.query_params and tiles(first) == expected[:size]
+    first.button(key="page_bottom_next").click().run()  # the same pager again, below the tiles
+    assert url_page(first) == "2" and tiles(first) == tiles(second)
+    assert [page_label(first)] * 2 == [m.value for m in first.markdown if re.fullmatch(r"page \d+ of \d+", m.value)]
     last = at_page(app(monkeypatch, demo_store, "errors.py", run=run, outcome="all", split="all"), pages + 5)
     assert tiles(last) == expected[(pages - 1) * size :]  # past the end: the last page, with a note saying so
     assert [i.value for i in last.info] == [f"There is no page {pages + 5}: {len(expected):,} images fill {pages} "
                                             f"pages. Showing page {pages}."]
     assert page_label(last) == f"page {pages} of {pages}" and url_page(last) == str(pages)
     assert last.button(key="page_next").disabled
+
+
+@pytest.mark.slow
+def test_tiles_explain_their_caption_and_name_their_split_when_every_split_is_shown(monkeypatch, demo_store):
+    captions = {}
+    for split in ("test", "all"):
+        at = app(monkeypatch, demo_store, "errors.py", run="tiny/head", outcome="all", split=split)
+        assert any("true period → model's guess" in c.value and "probability it gave its guess" in c.value
+                   for c in at.caption)
+        captions[split] = [m.value.split("  \n")[0] for m in at.markdown if "(inspector?" in m.value]
+    assert captions["test"] and all(re.search(r"\d+%$", c) for c in captions["test"])
+    shown = {c.rsplit(" · ", 1)[-1] for c in captions["all"]}
+    assert shown <= {"train", "val", "test"} and len(shown) > 1  # tile order mixes splits on the first page
+
+
+@pytest.mark.slow
+def test_both_exports_stay_after_preparing_them_until_the_filter_changes(monkeypatch, demo_store):
+    at = app(monkeypatch, demo_store, "errors.py", run="tiny/head", outcome="all")
+    assert not at.get("download_button")
+    at.button(key="prepare_export").click().run()
+    labels = ["Download HTML gallery", "Download CSV"]
+    assert [b.proto.label for b in at.get("download_button")] == labels
+    at.run()  # any later rerun (a download that reran, a widget elsewhere) keeps both
+    assert [b.proto.label for b in at.get("download_button")] == labels
+    at.query_params["outcome"] = "wrong"
+    at.run()  # files made for another filter are not offered for this one
+    assert not at.exception and not at.get("download_button")
 
 
 def page_label(at: AppTest) -> str:
@@ -175,6 +205,17 @@ def test_html_export_escapes_every_text():
     assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "Rococo&lt;b&gt;" in page and "A &amp; B" in page
     assert "Gallery &lt;i&gt;" in page and "data:image/jpeg;base64," in page
+
+
+def test_html_export_explains_its_captions_and_names_splits_when_they_differ():
+    row = {"image_id": "a.jpg", "true_label": "Baroque", "pred_label": "Rococo", "confidence": 0.94, "loss": 1.0,
+           "correct": False, "artist": "A", "title": "T", "date": "1700", "annotation_text": None,
+           "thumbnail": b"\xff\xd8", "split": "test"}
+    one_split = gallery_html("g", "split test", pd.DataFrame([row, {**row, "image_id": "b.jpg"}]))
+    assert "true period → model's guess</span> (right)" in one_split
+    assert "(94%)" in one_split and "· test" not in one_split
+    mixed = gallery_html("g", "split all", pd.DataFrame([row, {**row, "image_id": "b.jpg", "split": "train"}]))
+    assert "(94% · test)" in mixed and "(94% · train)" in mixed
 
 
 IMAGE_TITLE = "![t](http://127.0.0.1:8799/p.png)"  # made the browser fetch an outside image on the Errors page
