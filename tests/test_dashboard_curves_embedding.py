@@ -115,18 +115,20 @@ def test_large_maps_are_sampled_deterministically(demo_store, monkeypatch):
 def test_image_in_the_url_shows_its_neighbours(demo_store, monkeypatch):
     (image_id,) = sql(demo_store, "SELECT min(image_id) FROM embeddings WHERE run_id = 'tiny/head'")[0]
     at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", image=image_id)
-    captions = [img.proto.imgs[0].caption for img in at.get("image")]
-    assert len(captions) == 8 and captions[0].startswith(f"{image_id}\ncos 1.000")
+    captions = [img.proto.imgs[0].caption for img in at.get("image") if img.proto.imgs[0].caption]
+    assert len(captions) == 8 and captions[0].startswith(f"{image_id}\ncosine similarity 1.00")
+    assert any(f"**{image_id}**" in m.value for m in at.markdown)  # the picked image beside the map
 
 
-def select_on_map(at: AppTest, image_ids: list[str]) -> AppTest:
-    """Rerun as if those points were lassoed: AppTest has no chart gestures, so the selection goes in
-    through the widget-state channel the browser uses (AppTest._run, a private hook)."""
+def select_on_map(at: AppTest, image_ids: list[str], lasso: dict | None = None) -> AppTest:
+    """Rerun as if those points were lassoed (with `lasso`, the loop's {"x": [...], "y": [...]}): AppTest has no
+    chart gestures, so the selection goes in through the widget-state channel the browser uses (AppTest._run, a
+    private hook). tests/test_browser_embedding_inspector.py drags a real lasso."""
     if not hasattr(at, "_run"):
         pytest.skip("this Streamlit's AppTest cannot deliver a chart selection")
     chart = at.get("plotly_chart")[0]
     points = [{"customdata": [image_id]} for image_id in image_ids]
-    selection = {"points": points, "point_indices": list(range(len(points))), "box": [], "lasso": [{}]}
+    selection = {"points": points, "point_indices": list(range(len(points))), "box": [], "lasso": [lasso or {}]}
     states = at._tree.get_widget_states()
     states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps({"selection": selection})))
     at._run(states)
@@ -144,8 +146,61 @@ def test_a_selection_lists_its_images(demo_store, monkeypatch):
     wrong = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = 'tiny/head' AND task = 'period' "
                             "AND NOT correct AND image_id IN (SELECT unnest(?))", [chosen])[0][0]
     assert summary["images"].sum() == 30 and summary["wrong"].sum() == wrong
-    assert len(at.get("image")) == 12 + 8  # thumbnails of the selection, then the first image's neighbours
+    assert len(at.get("image")) == 12 + 1 + 8  # the selection's thumbnails, the picked one, its neighbours
     assert at.query_params["image"] == table["image_id"].iloc[0]
+
+
+def inside(store: Path, run: str, corners: list[tuple[float, float]]) -> set[str]:
+    """The run's images inside a polygon, by DuckDB (ray casting over the stored x, y), to check the page's own."""
+    edges = " + ".join(
+        f"(CASE WHEN (({y1} > y) != ({y2} > y)) AND x < {x1} + (y - {y1}) * ({x2 - x1}) / ({y2 - y1}) "
+        "THEN 1 ELSE 0 END)"
+        for (x1, y1), (x2, y2) in zip(corners, corners[1:] + corners[:1], strict=True) if y1 != y2)
+    return {i for (i,) in sql(store, f"SELECT image_id FROM embeddings WHERE run_id = ? AND ({edges}) % 2 = 1", [run])}
+
+
+def test_a_lasso_goes_into_the_url_and_a_link_restores_it(demo_store, monkeypatch):
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head")
+    ((x0, x1, y0, y1),) = sql(demo_store, "SELECT min(x), max(x), min(y), max(y) FROM embeddings "
+                                          "WHERE run_id = 'tiny/head'")
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 3, (y1 - y0) / 3
+    loop = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx / 2, cy + ry), (cx - rx, cy + ry / 2)]
+    expected = inside(demo_store, "tiny/head", loop)
+    assert 0 < len(expected) < 600
+    at = select_on_map(at, sorted(expected), {"x": [x for x, _ in loop], "y": [y for _, y in loop]})
+    region = at.query_params["lasso"]
+    assert len(region.split(";")) == 4
+    assert f"Selection: {len(expected)} images" in [s.value for s in at.subheader]
+
+    again = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", lasso=region)
+    assert f"Selection: {len(expected)} images" in [s.value for s in again.subheader]
+    assert set(again.dataframe[1].value["image_id"]) == expected
+    drawn = figures(again)[0]
+    assert drawn["layout"]["selections"][0]["type"] == "path"  # the link's region drawn on the map
+    assert sum(len(t.get("selectedpoints", [])) for t in drawn["data"]) == len(expected)
+
+    nothing = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", lasso="1,2;oops")
+    assert not any(s.value.startswith("Selection") for s in nothing.subheader) and "lasso" not in nothing.query_params
+    assert any("could not be read" in w.value for w in nothing.warning)
+
+
+def luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_palette_is_visible_on_white_and_right_wrong_is_not_red_green(demo_store, monkeypatch):
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", color="period")
+    colours = [t["marker"]["color"] for t in figures(at)[0]["data"]]
+    assert len(set(colours)) == len(colours)
+    assert all(1.05 / (luminance(c) + 0.05) >= 2.0 for c in colours), colours  # the pastels were 1.1 to 1.5
+    assert all(t["marker"]["line"]["width"] > 0 for t in figures(at)[0]["data"])  # a dark outline on every point
+
+    at = open_page(demo_store, "views/embedding.py", monkeypatch, run="tiny/head", color="correct")
+    traces = {t["name"]: t["marker"] for t in figures(at)[0]["data"]}
+    assert traces["right"]["color"] == "#0072B2" and traces["wrong"]["color"] == "#D55E00"  # blue / orange
+    assert traces["right"]["symbol"] != traces["wrong"]["symbol"]  # told apart by shape as well
 
 
 def test_neighbours_come_first_with_itself(demo_store, monkeypatch):
