@@ -96,9 +96,9 @@ def probability_chart(probs: pd.DataFrame, true_label: str | None) -> go.Figure:
         at = order.index(true_label)
         fig.add_vrect(x0=at - 0.5, x1=at + 0.5, fillcolor="#bbbbbb", opacity=0.35, line_width=0, layer="below")
         fig.add_annotation(x=true_label, y=1.0, yref="y", text="<b>true period</b>", showarrow=False, yanchor="bottom")
-    fig.update_layout(barmode="group", yaxis_range=[0, 1.08], yaxis_title="probability", xaxis_title="",
-                      title="Period probabilities per run", legend_title_text="", legend_orientation="h",
-                      legend_y=-0.25, height=380, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(barmode="group", yaxis_range=[0, 1.1], yaxis_title="probability", xaxis_title="",
+                      legend={"title_text": "", "orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+                      height=420, margin=dict(l=10, r=10, t=10, b=10))
     return fig
 
 
@@ -263,6 +263,7 @@ with left:
 with right:
     st.markdown(verdict(probs, run_id))
     if not probs.empty:
+        st.markdown("**Period probabilities per run** (the true period shaded)")
         true_label = probs["true_label"].dropna().iloc[0] if probs["true_label"].notna().any() else meta["period"]
         st.plotly_chart(probability_chart(probs, true_label), width="stretch")
 
