@@ -73,17 +73,33 @@ def confusion_matrix(cells: pd.DataFrame, run_id: str, order: list[str], normali
 
 
 def matrix_height(order: list[str]) -> int:
-    """Room for every class: about 48 px a row, plus the rotated predicted-class labels below."""
-    return 160 + 48 * max(len(order), 2) + 6 * max((len(label) for label in order), default=0)
+    """Room for every class: about 48 px a row, plus the predicted-class labels and the colour bar below."""
+    return 230 + 48 * max(len(order), 2)
+
+
+def wrapped(label: str) -> str:
+    """A class name on up to two lines, so the labels leave the cells room at phone width."""
+    words = label.split()
+    if len(label) <= 12 or len(words) < 2:
+        return label
+    cut = min(range(1, len(words)), key=lambda i: abs(len(" ".join(words[:i])) - len(label) / 2))
+    return " ".join(words[:cut]) + "<br>" + " ".join(words[cut:])
+
+
+def colour_bar(**extra: object) -> dict:
+    """A horizontal colour bar under the plot: at phone width a bar on the side would take a third of it."""
+    return {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom", "x": 0.5, "xanchor": "center",
+            "len": 0.8, "thickness": 12, **extra}
 
 
 def every_label(fig: go.Figure, order: list[str]) -> go.Figure:
     """Every class named on both axes (plotly drops category labels it thinks would overlap)."""
-    fig.update_xaxes(side="bottom", tickangle=-30, tickmode="array", tickvals=order, ticktext=order,
+    ticks = [wrapped(label) for label in order]
+    fig.update_xaxes(side="bottom", tickangle=-45, tickmode="array", tickvals=order, ticktext=ticks,
                      automargin=True, title="predicted")
-    fig.update_yaxes(tickmode="array", tickvals=order, ticktext=order, automargin=True, title="true",
+    fig.update_yaxes(tickmode="array", tickvals=order, ticktext=ticks, automargin=True, title="true",
                      autorange="reversed")
-    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=matrix_height(order))
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 80}, height=matrix_height(order))
     return fig
 
 
@@ -93,7 +109,7 @@ def heatmap(matrix: pd.DataFrame, normalise: bool = False) -> go.Figure:
     fmt = ".2f" if normalise else ".0f"
     fig = go.Figure(go.Heatmap(
         z=matrix.to_numpy(), x=order, y=order, colorscale="Blues", zmin=0, texttemplate=f"%{{z:{fmt}}}",
-        textfont={"size": 14}, colorbar={"title": {"text": "share of row" if normalise else "images"}},
+        textfont={"size": 14}, colorbar=colour_bar(),
         hovertemplate=f"true %{{y}}, predicted %{{x}}: %{{z:{fmt}}}<extra></extra>"))
     return every_label(fig, order)
 
@@ -120,7 +136,7 @@ def difference_heatmap(diff: pd.DataFrame, normalise: bool = False) -> go.Figure
     fig = go.Figure(go.Heatmap(
         z=good.to_numpy(), x=order, y=order, text=text, customdata=verdict, texttemplate="%{text}",
         textfont={"size": 14}, colorscale="RdBu", zmin=-bound, zmax=bound, zmid=0,
-        colorbar={"tickmode": "array", "tickvals": [-bound, 0, bound], "ticktext": ["B worse", "same", "B better"]},
+        colorbar=colour_bar(tickmode="array", tickvals=[-bound, 0, bound], ticktext=["B worse", "same", "B better"]),
         hovertemplate="true %{y}, predicted %{x}: B − A = %{text} (%{customdata})<extra></extra>"))
     return every_label(fig, order)
 
@@ -253,7 +269,8 @@ cells = q.confusion(chosen, split, task)
 matrices = {run_id: confusion_matrix(cells, run_id, order, normalise) for run_id in chosen}
 names = "AB"
 for i, run_id in enumerate(chosen):
-    st.markdown(f"**{names[i] + ' = ' if i < 2 else ''}{md_escape(run_id)}** (rows: true period, columns: predicted)")
+    st.markdown(f"**{names[i] + ' = ' if i < 2 else ''}{md_escape(run_id)}** (rows: true period, columns: predicted; "
+                f"cells: {'share of the row' if normalise else 'images'})")
     st.plotly_chart(heatmap(matrices[run_id], normalise=normalise), width="stretch", key=f"matrix_{i}")
 if len(chosen) >= 2:
     a, b = chosen[0], chosen[1]
