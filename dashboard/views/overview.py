@@ -2,83 +2,20 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from dashboard.queries import store_path
 from dashboard.queries.runs import datasets, kept_epochs, runs, skipped_summary
-from dashboard.ui import best_run, kept_note, md_escape, never_beat_first_stage
+from dashboard.runs_table import COLUMNS, SHOWN, run_rows
+from dashboard.ui import best_run, kept_note, md_escape
 
 METRICS = {"test_accuracy": "accuracy", "test_balanced_accuracy": "balanced accuracy", "test_macro_f1": "macro-F1"}
-# What each run's row shows, in order, and how wide (px): every column fits the main area beside the sidebar at
-# 1400 px. The frame keeps its other columns (run_id, backbone, …) for tests and the page's own use.
-SHOWN = ["run", "evaluation_of", "model", "kept", "train_minutes", "test_accuracy", "test_balanced_accuracy",
-         "test_macro_f1", "test_adjacent_error_share", "n_maps", "errors", "curves", "compare"]
-COLUMNS = {
-    "run": st.column_config.TextColumn("run", width=150, help="the run's name in its experiment (see above)"),
-    "evaluation_of": st.column_config.TextColumn(
-        "evaluation of", width=120, help="scored on another collection with this run's model (`python -m pipeline "
-        "evaluate`); its metrics are that collection's, all of it test"),
-    "model": st.column_config.TextColumn("model", width=95, help="training strategy (and tasks, beyond period)"),
-    "kept": st.column_config.TextColumn(
-        "kept", width=95, help="the stage and epoch whose weights the run kept (best validation accuracy), of the "
-        "epochs it trained; † fine-tuning never beat the head stage"),
-    "train_minutes": st.column_config.NumberColumn("train min", width=72, format="%.2f"),
-    "test_accuracy": st.column_config.NumberColumn("accuracy", width=72, format="%.3f",
-                                                   help="on the test split"),
-    "test_balanced_accuracy": st.column_config.NumberColumn(
-        "balanced", width=72, format="%.3f", help="balanced accuracy: the mean of the per-period recalls"),
-    "test_macro_f1": st.column_config.NumberColumn("macro-F1", width=72, format="%.3f"),
-    "test_adjacent_error_share": st.column_config.NumberColumn(
-        "adjacent", width=72, format="%.2f",
-        help="adjacent-error share: of the errors, the share landing on a chronologically neighbouring period"),
-    "n_maps": st.column_config.NumberColumn("maps", width=52, help="saliency maps stored"),
-    "errors": st.column_config.LinkColumn("errors", width=56, display_text="Errors", help="this run's error gallery"),
-    "curves": st.column_config.LinkColumn("curves", width=56, display_text="Curves",
-                                          help="this run's training curves"),
-    "compare": st.column_config.LinkColumn(
-        "compare", width=68, display_text="Compare", help="this run beside the best run of its dataset"),
-}
-
-
-def page_url(page: str, **params: str | list[str]) -> str:
-    """A link to another page of this dashboard (relative, so it works behind any host or path)."""
-    return f"./{page}?{urlencode(params, doseq=True)}"
-
-
-def kept_text(row: pd.Series) -> str:
-    """'head · 3/6': the stage and epoch a run kept, of the epochs it trained; '' when it trained none."""
-    if pd.isna(row["best_epoch"]):
-        return ""
-    stage = f"{row['kept_stage']} · " if isinstance(row["kept_stage"], str) else ""
-    stuck = " †" if never_beat_first_stage(row["stages"], row["kept_stage"]) else ""
-    return f"{stage}{int(row['best_epoch'])}/{int(row['epochs'])}{stuck}"
-
-
-def run_rows(group: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
-    """One dataset's runs as the table shows them: words for what was trained and kept, links to the run's views."""
-    rows = group.merge(kept[["run_id", "kept_stage", "stages"]], on="run_id", how="left")
-    trained = rows[rows["evaluation_of"].isna()]
-    best = trained.sort_values(["test_accuracy", "run_id"], ascending=[False, True])["run_id"].tolist()
-    one_experiment = rows["experiment"].nunique() == 1
-    tasks = rows["tasks"].where(rows["tasks"] != "period", "")
-    model = rows["strategy"] + tasks.map(lambda t: f" ({t})" if t else "")
-    return rows.assign(
-        run=rows["name"] if one_experiment else rows["run_id"],
-        evaluation_of=rows["evaluation_of"].fillna(""),
-        model=model if rows["backbone"].nunique() == 1 else rows["backbone"] + " · " + model,
-        kept=rows.apply(kept_text, axis=1),
-        train_minutes=rows["train_seconds"] / 60,
-        errors=[page_url("errors", run=r) for r in rows["run_id"]],
-        curves=[page_url("curves", runs=r) for r in rows["run_id"]],
-        compare=[page_url("compare", runs=[r, next((b for b in best if b != r), r)]) for r in rows["run_id"]],
-    )
 
 
 def score_chart(shown: pd.DataFrame):
+    """Each run's three test scores side by side, on one 0–1 axis."""
     long = shown.melt(id_vars="run_id", value_vars=list(METRICS), var_name="metric", value_name="value")
     long["metric"] = long["metric"].map(METRICS)
     fig = px.bar(long, x="run_id", y="value", color="metric", barmode="group", range_y=[0, 1],
@@ -141,7 +78,8 @@ st.dataframe(data[["name", "dataset_id", "created_at", "source", "synthetic", "n
                  "n_images": st.column_config.NumberColumn("images"),
                  "n_skipped": st.column_config.NumberColumn("skipped"),
                  "n_duplicate_groups": st.column_config.NumberColumn("duplicate groups"),
-                 "n_conflicting_duplicates": st.column_config.NumberColumn("conflicting duplicates")})
+                 "n_conflicting_duplicates": st.column_config.NumberColumn("conflicting duplicates"),
+                 "path": st.column_config.TextColumn("path", width=160)})
 skips = skipped_summary()
 if not skips.empty:
     st.caption("Skipped images by reason (recorded during preparation; see the SQL page for each file)")
