@@ -71,3 +71,26 @@ def test_overview_then_errors_filter_then_inspector(served, page):
     wait_for_app(page)
     page.get_by_text("What the networks looked at").wait_for(timeout=30_000)
     assert "image=" in page.url
+
+
+def test_the_chart_toolbar_leaves_titles_alone_at_phone_width(served, page):
+    """At 390 px Plotly's toolbar covered the confusion matrix's title: on a narrow screen it is hidden (a touch
+    screen has gestures); on a desktop it still shows on hover."""
+    open_page(page, served, "errors")
+    chart = page.locator(".js-plotly-plot").first
+    chart.wait_for(timeout=60_000)
+    chart.hover()
+    page.wait_for_timeout(500)
+    assert toolbar_shown(page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    wait_for_app(page)
+    chart.hover()
+    page.wait_for_timeout(500)
+    assert not toolbar_shown(page)
+    shot(page, "errors-toolbar")
+
+
+def toolbar_shown(page) -> bool:
+    """Whether the first chart's Plotly toolbar is drawn (laid out and not transparent)."""
+    return page.evaluate("""() => { const bar = document.querySelector('.js-plotly-plot .modebar');
+        return !!bar && bar.getClientRects().length > 0 && getComputedStyle(bar).opacity !== '0'; }""")

@@ -72,6 +72,7 @@ def show(result: sql_console.Result) -> None:
 
 
 st.title("SQL")
+sql_console.warm_up()
 
 st.caption(f"One read-only query over the store: no writes, no files, no network; at most "
            f"{sql_console.MAX_ROWS:,} rows, {sql_console.MAX_BYTES // 2**20} MB, {sql_console.TIME_LIMIT_S:g} s "
