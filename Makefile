@@ -22,9 +22,11 @@ test: $(VENV)/.installed  ## the whole test suite (CPU only), then its 15 slowes
 test-fast: $(VENV)/.installed  ## the inner loop (under a minute): no slow, browser or ddp tests
 	$(PY) -m pytest -q -m "not slow and not browser and not ddp"
 
-screenshots: $(VENV)/.installed  ## the README's docs/*.png: the browser test over STORE (default: what `make artifacts` wrote)
-	PERIODEYE_SCREENSHOT_STORE=$(abspath $(or $(STORE),artifacts/periodeye.duckdb)) PERIODEYE_SCREENSHOTS=$(CURDIR)/docs \
-		$(PY) -m pytest -q -m browser tests/test_browser.py
+screenshots: $(VENV)/.installed  ## the README's docs/*.png: every page in the browser over real paintings (the tests' real_store, or STORE=)
+	rm -rf artifacts/screenshots-docs
+	$(if $(STORE),PERIODEYE_SCREENSHOT_STORE=$(abspath $(STORE))) PERIODEYE_SCREENSHOTS=$(CURDIR)/artifacts/screenshots-docs \
+		$(PY) -m pytest -q -m browser tests/test_browser.py -k every_page
+	cp artifacts/screenshots-docs/errors.png artifacts/screenshots-docs/inspector.png docs/
 
 dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote (or STORE=, PORT=): `periodeye dashboard`
 	$(VENV)/bin/periodeye dashboard $(if $(STORE),--store $(STORE)) $(if $(PORT),--port $(PORT))
