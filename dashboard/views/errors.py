@@ -82,12 +82,14 @@ st.caption("Each tile: :green[true period → model's guess] (right) or :red[tru
            + (" The tile names its split (train, val or test)." if f.split is None else ""))
 page_no = pager("page", total)
 rows = gallery.page(f, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
+# the Inspector's "next error" walks this filter: its links carry the gallery's URL keys
+kept = [(k, v) for k in st.query_params if k not in ("run", "image", "page") for v in st.query_params.get_all(k)]
 for start in range(0, len(rows), COLUMNS):
     for col, r in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
         with col:
             st.image(bytes(r.thumbnail), width="stretch")
             mark = ":green" if r.correct else ":red"
-            link = "inspector?" + urlencode({"run": run_id, "image": r.image_id})
+            link = "inspector?" + urlencode([("run", run_id), ("image", r.image_id), *kept])
             meta = " · ".join(md_escape(v) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
             where = f" · {md_escape(r.split)}" if f.split is None else ""
             st.markdown(
