@@ -139,8 +139,10 @@ def open_page(page, served: Served, path: str) -> None:
 
 
 def no_exception(page) -> None:
+    """No traceback on the page, and no "Page not found" dialog (a link to a page that does not exist)."""
     errors = page.locator("[data-testid='stException']")
     assert errors.count() == 0, errors.first.inner_text()
+    assert page.get_by_text("Page not found").count() == 0, f"no such page: {page.url}"
 
 
 def outside_requests(page) -> list[str]:
@@ -167,6 +169,18 @@ def images_rendered(page) -> int:
     )
 
 
+def settle(page) -> None:
+    """Wait until what the script sent is drawn: no loading skeletons (charts load their code lazily), and every
+    image in view decoded (a screenshot taken earlier shows grey boxes)."""
+    page.wait_for_function(
+        """() => !document.querySelector("[data-testid='stSkeleton'], [data-testid='stSkeletonElement']")
+            && [...document.querySelectorAll("[data-testid='stImage'] img")]
+               .filter(i => i.getBoundingClientRect().top < window.innerHeight)
+               .every(i => i.complete && i.naturalWidth > 0)""",
+        timeout=60_000, polling=250)
+    page.wait_for_timeout(300)
+
+
 def shot(page, name: str, full_page: bool = True) -> list[Path]:
     """Screenshots of the page as it is (`<name>.png`) and at phone width (`<name>-390.png`), then back.
 
@@ -174,12 +188,14 @@ def shot(page, name: str, full_page: bool = True) -> list[Path]:
     folder = shots_dir()
     folder.mkdir(parents=True, exist_ok=True)
     desktop, phone = folder / f"{name}.png", folder / f"{name}-390.png"
+    settle(page)
     page.screenshot(path=str(desktop), full_page=full_page)
     size = page.viewport_size or DESKTOP
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(1500)
     wait_for_app(page)
     no_exception(page)
+    settle(page)
     page.screenshot(path=str(phone), full_page=full_page)
     page.set_viewport_size(size)
     page.wait_for_timeout(500)

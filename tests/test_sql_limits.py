@@ -97,9 +97,9 @@ def test_the_time_limit_holds_inside_one_operator(store):
 
 
 def test_the_advertised_limit_holds_from_run_with_a_warm_worker(store):
-    """The browser saw 9.2 s against the page's 5 s: the worker started only then, opened the store, started its
-    clock, and gave a second of grace after the limit. Now the page starts a spare as it opens, and the limit
-    counts from the worker reading the query, grace included."""
+    """The browser saw 9.2 s against the page's 5 s: the worker opened the store, then started its clock, and gave
+    a second of grace after the limit. Now the page starts a spare as it opens, and the limit counts from sending
+    the query to that ready worker, grace included."""
     sql_console.warm_up()
     time.sleep(3)  # the spare's imports (the page's first paint gives it as long)
     started = time.perf_counter()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -47,8 +48,8 @@ MAX_RUNNING = 2  # console queries at once in this dashboard process; each may u
 WORKER = Path(__file__).with_name("sql_worker.py")
 WORKER_THREADS = max(1, min(4, os.cpu_count() or 1))
 DUCKDB_SHARE = 0.6  # of the worker's memory for DuckDB's own limit; the rest is Python, Arrow and untracked vectors
-START_ALLOWANCE_S = 15.0  # a worker not yet started: its imports, before the dashboard kills it (it ends itself
-# at the time limit, counted from reading its request)
+START_ALLOWANCE_S = 15.0  # a worker still importing: how long before the dashboard kills it (it ends itself at the
+# time limit, counted from sending the query to a ready worker, else from its reading the query)
 EXAMPLES = {
     "Errors per artist": """\
 SELECT p.run_id, i.artist,
@@ -313,6 +314,8 @@ def worker_request(path: str | Path, sql: str, max_rows: int, max_bytes: int, ma
 def _spawn(request: dict, timeout: float) -> tuple[int | None, bytes]:
     """Run a worker on `request`: (its exit status, or None when it was killed at the deadline; its output)."""
     proc = _take_worker()
+    if _ready(proc):  # imports done: the limit counts from now, as the user sees it
+        request = {**request, "deadline_wall": time.time() + request["time_limit"]}
     try:
         out, _ = proc.communicate(json.dumps(request).encode("utf-8"), timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -336,6 +339,11 @@ def _take_worker() -> subprocess.Popen:
     return proc if proc is not None and proc.poll() is None else _start_worker()
 
 
+def _ready(proc: subprocess.Popen) -> bool:
+    """Whether the worker has said (on stderr) that its imports are done and it waits for a query."""
+    return proc.stderr is not None and bool(select.select([proc.stderr], [], [], 0)[0])
+
+
 def warm_up() -> None:
     """Start the spare worker now (the SQL page calls this as it opens), so the user's first query does not wait
     for Python and its imports: that wait counted against nothing and made a 5 s limit take 9 s."""
@@ -350,7 +358,7 @@ def _start_worker() -> subprocess.Popen:
     # ~1 GB more than it used, which the address-space cap counts).
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
     return subprocess.Popen([sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.PIPE, env=env)
 
 
 def _read_worker(status: int | None, out: bytes, time_limit: float) -> Result:

@@ -6,10 +6,11 @@ neither the limit nor `interrupt()` reaches inside that one function call. In th
 address-space cap (RLIMIT_AS) makes such an allocation fail at once, as DuckDB's out-of-memory
 error. The time limit counts from the moment this process reads its request: opening the store
 and the query both spend it. A watchdog interrupts the query HARD_GRACE_S before the limit and
-ends the process at it if the interrupt does not land; the dashboard kills it in any case. (Counted
-from the query's own start, after opening the store, with a second's grace after it, and in a
-worker started only then, the page's 5 s limit was 9.2 s in a browser. The page now starts a spare
-worker when it opens, so the user's first query does not wait for Python's imports either.)
+ends the process at it if the interrupt does not land; the dashboard kills it in any case. The
+limit counts from the moment the dashboard sent the query when this process had said it was ready
+(a line on stderr once its imports are done), else from the moment it reads the query. (Counted
+from the query's own start, after opening the store, with a second's grace after it, the page's
+5 s limit was 9.2 s in a browser.)
 
 The result streams as Arrow batches: long text is cut, blobs become their size, nested values
 become short text, and reading stops at the row and byte budgets, so what comes back is small
@@ -52,6 +53,7 @@ class Request:
     max_cell: int
     time_limit: float  # seconds from reading the request to the answer
     memory_bytes: int  # the process's address-space cap
+    deadline_wall: float | None = None  # time.time() of the limit, when the dashboard sent to a ready worker
 
 
 class WorkerError(Exception):
@@ -188,7 +190,8 @@ def stream(con: duckdb.DuckDBPyConnection, request: Request) -> tuple[pa.Schema,
 def run(request: Request) -> tuple[dict, bytes]:
     """The header and the Arrow IPC bytes of one query, or an error header."""
     started = time.perf_counter()
-    deadline = time.monotonic() + request.time_limit
+    left = request.time_limit if request.deadline_wall is None else request.deadline_wall - time.time()
+    deadline = time.monotonic() + left
     con = open_store(request.path, deadline - time.monotonic() - HARD_GRACE_S)  # "busy" comes back in time
     try:
         seal(con, request)
@@ -225,6 +228,8 @@ def classify(exc: BaseException) -> WorkerError:
 
 
 def main() -> int:
+    sys.stderr.write("ready\n")  # the dashboard then counts the time limit from sending the query
+    sys.stderr.flush()
     text = sys.stdin.read()  # a spare worker waits here, imports done, until a query comes
     if not text:  # the dashboard went away before it needed this one
         return 0
