@@ -100,21 +100,26 @@ def test_mcnemar_and_thumbnails_match_sql(demo_store, monkeypatch):
         assert f"p = {binomtest(n_b, n_b + n_c, 0.5).pvalue:.3g}" in words
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["A right, B wrong (b)"] == f"{n_b:,}" and metrics["B right, A wrong (c)"] == f"{n_c:,}"
-    ab, ba = at.tabs
-    assert ab.label.endswith(f"({n_b:,})") and ba.label.endswith(f"({n_c:,})")
-    assert len(ab.get("image")) == min(n_b, PAGE_SIZE)
-    assert len(ba.get("image")) == min(n_c, PAGE_SIZE)
+    side = at.button_group(key="w_side")
+    assert side.options[0].endswith(f"({n_b:,})") and side.options[1].endswith(f"({n_c:,})")
+    assert side.value == "ab" and at.query_params["side"] == "ab"
+    assert len(at.get("image")) == min(n_b, PAGE_SIZE)
+    side.set_value("ba").run()
+    assert at.query_params["side"] == "ba"
+    assert len(at.get("image")) == min(n_c, PAGE_SIZE)
+    assert len(open_page(demo_store, monkeypatch, runs=[a, b], split="train", side="ba").get("image")) == \
+        min(n_c, PAGE_SIZE)  # a link keeps the side
 
 
 def test_thumbnail_pages_are_paged_in_sql(demo_store, monkeypatch):
     """The second page of the larger direction shows the rest (up to a page), none of the first page's images."""
     a, b = "tiny/head", "tiny/finetune"
     n_b, n_c = discordant(demo_store, a, b, "train")
-    key, total, tab = ("page_ab", n_b, 0) if n_b >= n_c else ("page_ba", n_c, 1)
+    key, total, side = ("page_ab", n_b, "ab") if n_b >= n_c else ("page_ba", n_c, "ba")
     if total <= PAGE_SIZE:
         pytest.skip("the demo runs disagree on too few images for a second page")
-    first = open_page(demo_store, monkeypatch, runs=[a, b], split="train").tabs[tab].get("image")
-    second = open_page(demo_store, monkeypatch, runs=[a, b], split="train", **{key: "2"}).tabs[tab].get("image")
+    first = open_page(demo_store, monkeypatch, runs=[a, b], split="train", side=side).get("image")
+    second = open_page(demo_store, monkeypatch, runs=[a, b], split="train", side=side, **{key: "2"}).get("image")
     assert len(second) == min(PAGE_SIZE, total - PAGE_SIZE)
     assert not captions(first) & captions(second)
 
@@ -126,6 +131,71 @@ def heatmap_z(at: AppTest, index: int) -> np.ndarray:
         shape = [int(n) for n in str(z["shape"]).split(",")]
         return np.frombuffer(base64.b64decode(z["bdata"]), z["dtype"]).reshape(shape)
     return np.array(z, dtype=float)
+
+
+def heatmap_trace(at: AppTest, index: int) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)["data"][0]
+
+
+def test_matrices_name_every_class_and_colour_the_difference_by_meaning(demo_store, monkeypatch):
+    """Every class is a tick on both axes; in B − A positive colour means "B better" on the diagonal (more right)
+    and off it (fewer of that confusion), while each cell's text is the signed difference itself."""
+    a, b = "tiny/head", "tiny/finetune"
+    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train", norm="0")
+    order = [label for (label,) in sql(demo_store, "SELECT label FROM run_labels WHERE run_id = ? AND task = 'period' "
+                                                   "ORDER BY class_index", [a])]
+    figs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")[1:4]]
+    for fig in figs:
+        assert fig["layout"]["xaxis"]["tickvals"] == order and fig["layout"]["yaxis"]["tickvals"] == order
+    diff = heatmap_z(at, 2) - heatmap_z(at, 1)
+    colour = heatmap_z(at, 3)
+    eye = np.eye(len(order), dtype=bool)
+    assert np.allclose(colour[eye], diff[eye]) and np.allclose(colour[~eye], -diff[~eye])
+    text = np.array(heatmap_trace(at, 3)["text"])
+    assert [float(t) for t in text.ravel()] == pytest.approx(diff.ravel())
+    bar = figs[2]["data"][0]["colorbar"]
+    assert bar["ticktext"] == ["B worse", "same", "B better"]
+
+
+@pytest.fixture(scope="module")
+def twin_store(demo_store: Path, tmp_path_factory) -> Path:
+    """A copy of the demo store in which 'tiny/freeze3' has exactly the confusion cells of 'tiny/finetune'."""
+    copy = tmp_path_factory.mktemp("twin") / "store.duckdb"
+    shutil.copy2(demo_store, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("DELETE FROM confusion WHERE run_id = 'tiny/freeze3'")
+        con.execute("""INSERT INTO confusion SELECT * REPLACE ('tiny/freeze3' AS run_id) FROM confusion
+                       WHERE run_id = 'tiny/finetune'""")
+    return copy
+
+
+def test_identical_runs_get_a_readable_difference_scale(twin_store, monkeypatch):
+    """Two runs with the same confusion: a zero difference on a -1…1 scale labelled in words (not "−1n … 1n")."""
+    at = open_page(twin_store, monkeypatch, runs=["tiny/finetune", "tiny/freeze3"])
+    trace = heatmap_trace(at, 3)
+    assert not heatmap_z(at, 3).any()
+    assert (trace["zmin"], trace["zmax"]) == (-1.0, 1.0)
+    assert trace["colorbar"]["ticktext"] == ["B worse", "same", "B better"]
+    assert {t for row in trace["text"] for t in row} == {"0"}
+
+
+def test_configs_side_by_side_highlight_what_differs(demo_store, monkeypatch):
+    a, b = "tiny/head", "tiny/finetune"
+    at = open_page(demo_store, monkeypatch, runs=[a, b])
+    table = at.dataframe[1].value
+    assert list(table.columns) == ["field", f"A: {a}", f"B: {b}"]
+    configs = {r: json.loads(c) for r, c in sql(demo_store, "SELECT run_id, config FROM runs WHERE run_id IN (?, ?)",
+                                                [a, b])}
+    rows = dict(zip(table["field"], zip(table[f"A: {a}"], table[f"B: {b}"], strict=True), strict=True))
+    assert rows["run.freezing.strategy"] == (configs[a]["run"]["freezing"]["strategy"],
+                                             configs[b]["run"]["freezing"]["strategy"])
+    differing = [f for f, (x, y) in rows.items() if x != y]
+    assert "run.freezing.strategy" in differing and "data.source" not in differing
+    assert list(table["field"])[:len(differing)] == differing  # the differing fields come first
+    caption = next(c.value for c in at.caption if "fields differ" in c.value)
+    assert f"**{len(differing)}** of {len(rows)} fields differ" in caption
+    at.toggle(key="w_config_diff").set_value(True).run()
+    assert list(at.dataframe[1].value["field"]) == differing
 
 
 def test_normalisation_writes_the_url(demo_store, monkeypatch):
@@ -144,29 +214,29 @@ def test_disagreements_page_through_the_shared_pager(demo_store, monkeypatch):
     link past the end shows the last page with a note saying so."""
     a, b = "tiny/head", "tiny/finetune"
     n_b, n_c = discordant(demo_store, a, b, "train")
-    key, total, tab = ("page_ab", n_b, 0) if n_b >= n_c else ("page_ba", n_c, 1)
+    key, total, side = ("page_ab", n_b, "ab") if n_b >= n_c else ("page_ba", n_c, "ba")
     if total <= PAGE_SIZE:
         pytest.skip("the demo runs disagree on too few images for a second page")
     pages = -(-total // PAGE_SIZE)
-    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train")
+    at = open_page(demo_store, monkeypatch, runs=[a, b], split="train", side=side)
     assert not at.number_input  # one pager on every page: buttons and "page k of n"
-    assert page_label(at, tab) == f"page 1 of {pages}" and key not in at.query_params
-    first = captions(at.tabs[tab].get("image"))
+    assert page_label(at) == f"page 1 of {pages}" and key not in at.query_params
+    first = captions(at.get("image"))
     at.button(key=f"{key}_next").click().run()
     assert not at.exception, at.exception
-    assert at.query_params[key] in ("2", ["2"]) and page_label(at, tab) == f"page 2 of {pages}"
-    assert len(at.tabs[tab].get("image")) == min(PAGE_SIZE, total - PAGE_SIZE)
-    assert not first & captions(at.tabs[tab].get("image"))
-    past = open_page(demo_store, monkeypatch, runs=[a, b], split="train", **{key: str(pages + 3)})
-    assert [i.value for i in past.tabs[tab].info] == [
+    assert at.query_params[key] in ("2", ["2"]) and page_label(at) == f"page 2 of {pages}"
+    assert len(at.get("image")) == min(PAGE_SIZE, total - PAGE_SIZE)
+    assert not first & captions(at.get("image"))
+    past = open_page(demo_store, monkeypatch, runs=[a, b], split="train", side=side, **{key: str(pages + 3)})
+    assert [i.value for i in past.info] == [
         f"There is no page {pages + 3}: {total:,} images fill {pages} pages. Showing page {pages}."]
-    assert page_label(past, tab) == f"page {pages} of {pages}" and past.query_params[key] in (str(pages), [str(pages)])
-    assert len(past.tabs[tab].get("image")) == total - (pages - 1) * PAGE_SIZE
+    assert page_label(past) == f"page {pages} of {pages}" and past.query_params[key] in (str(pages), [str(pages)])
+    assert len(past.get("image")) == total - (pages - 1) * PAGE_SIZE
 
 
-def page_label(at: AppTest, tab: int) -> str:
-    """The pager's "page k of n" in one tab of disagreements."""
-    return next(m.value for m in at.tabs[tab].markdown if re.fullmatch(r"page \d+ of \d+", m.value))
+def page_label(at: AppTest) -> str:
+    """The pager's "page k of n" under the disagreements."""
+    return next(m.value for m in at.markdown if re.fullmatch(r"page \d+ of \d+", m.value))
 
 
 def captions(images) -> set[str]:
@@ -178,7 +248,7 @@ def test_runs_on_different_datasets_show_only_metrics(altered_store, monkeypatch
     at = open_page(altered_store, monkeypatch, runs=["tiny/head", "tiny/finetune"])
     assert any("different datasets" in w.value for w in at.warning)
     assert list(metrics_frame(at).index) == ["tiny/head", "tiny/finetune", "B − A"]
-    assert not at.get("plotly_chart") and not at.get("image") and not at.tabs
+    assert not at.get("plotly_chart") and not at.get("image") and not at.button_group
 
 
 def test_cache_does_not_leak_between_stores(demo_store, altered_store, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +55,45 @@ def test_curves_follow_the_chosen_runs(demo_store, monkeypatch):
     charts = dict(zip(titles(at), figures(at), strict=True))
     loss = charts["Loss"]
     n_epochs = sql(demo_store, "SELECT count(*) FROM epochs WHERE run_id = 'tiny/head'")[0][0]
-    assert sorted(t["name"] for t in loss["data"]) == ["tiny/head, train", "tiny/head, val"]
+    assert sorted(series(t) for t in loss["data"]) == ["tiny/head, train", "tiny/head, val"]
     assert all(n_points(t) == n_epochs for t in loss["data"])
     assert charts["Learning rate"]["layout"]["yaxis"]["type"] == "log"
+    first = sql(demo_store, "SELECT min(epoch) FROM epochs WHERE run_id = 'tiny/head'")[0][0]
+    for fig in charts.values():  # from the first epoch (0 or 1) to the last, nothing stretching it
+        low, high = fig["layout"]["xaxis"]["range"]
+        assert min(first, 1) - 1 < low < min(first, 1) and n_epochs + first - 1 < high < n_epochs + first
 
     at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/head", "tiny/period-artist"])
     assert sorted(titles(at)) == ["Artist accuracy", "Learning rate", "Loss", "Period accuracy"]
     charts = dict(zip(titles(at), figures(at), strict=True))
-    assert {t["name"] for t in charts["Loss"]["data"]} >= {"tiny/period-artist, val", "tiny/head, val"}
-    assert {t["name"] for t in charts["Artist accuracy"]["data"]} == {"tiny/period-artist, train",
+    assert {series(t) for t in charts["Loss"]["data"]} >= {"tiny/period-artist, val", "tiny/head, val"}
+    assert {series(t) for t in charts["Artist accuracy"]["data"]} == {"tiny/period-artist, train",
                                                                       "tiny/period-artist, val"}
+    for fig in charts.values():  # one legend entry per run, below the plot, a one-word title
+        legend = fig["layout"]["legend"]
+        assert legend["orientation"] == "h" and legend["y"] < 0 and legend["title"]["text"] == "run"
+        shown = [t["name"] for t in fig["data"] if t.get("showlegend", True) and t.get("name") != "kept epoch"]
+        assert len(shown) == len(set(shown))
+    colour = {t["name"]: t["line"]["color"] for fig in charts.values() for t in fig["data"] if "line" in t}
+    period_artist = {t["line"]["color"] for fig in charts.values() for t in fig["data"]
+                     if t.get("name") == "tiny/period-artist"}
+    assert len(period_artist) == 1 and colour["tiny/head"] != colour["tiny/period-artist"]  # same run, same colour
+
+
+def series(trace: dict) -> str:
+    """A curve's "run, train|val" (the legend names the run; the series rides in `meta`, drawn as the dash)."""
+    return f"{trace['name']}, {trace['meta']}"
+
+
+def test_learning_rate_ticks_read_as_powers_of_ten(demo_store, monkeypatch):
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/two-stage", "tiny/head"])
+    axis = dict(zip(titles(at), figures(at), strict=True))["Learning rate"]["layout"]["yaxis"]
+    lrs = [lr for (lr,) in sql(demo_store, "SELECT lr FROM epochs WHERE run_id IN ('tiny/two-stage', 'tiny/head') "
+                                           "AND lr > 0")]
+    assert all(re.fullmatch(r"[125]e-?\d+", t) for t in axis["ticktext"]), axis["ticktext"]
+    assert [float(t) for t in axis["ticktext"]] == pytest.approx(axis["tickvals"])
+    low, high = axis["range"]
+    assert 10 ** low <= min(lrs) and max(lrs) <= 10 ** high
 
 
 def test_curves_mark_the_stage_change(demo_store, monkeypatch):
@@ -75,6 +105,12 @@ def test_curves_mark_the_stage_change(demo_store, monkeypatch):
         assert "head → finetune" in fig["layout"]["annotations"][0]["text"]
     at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/head"])
     assert not any(fig["layout"].get("shapes") for fig in figures(at))
+    # the label only where that run is drawn: not on the artist chart of another run
+    at = open_page(demo_store, "views/curves.py", monkeypatch, runs=["tiny/two-stage", "tiny/period-artist"])
+    charts = dict(zip(titles(at), figures(at), strict=True))
+    assert not charts["Artist accuracy"]["layout"].get("shapes")
+    assert not charts["Artist accuracy"]["layout"].get("annotations")
+    assert "tiny/two-stage: head → finetune" in charts["Loss"]["layout"]["annotations"][0]["text"]
 
 
 def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatch):
