@@ -110,7 +110,7 @@ def test_curves_mark_the_stage_change(demo_store, monkeypatch):
     charts = dict(zip(titles(at), figures(at), strict=True))
     assert not charts["Artist accuracy"]["layout"].get("shapes")
     assert not charts["Artist accuracy"]["layout"].get("annotations")
-    assert "tiny/two-stage: head → finetune" in charts["Loss"]["layout"]["annotations"][0]["text"]
+    assert "two-stage:<br>head → finetune" in charts["Loss"]["layout"]["annotations"][0]["text"]
 
 
 def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -78,12 +79,18 @@ def matrix_height(order: list[str]) -> int:
 
 
 def wrapped(label: str) -> str:
-    """A class name on up to two lines, so the labels leave the cells room at phone width."""
-    words = label.split()
-    if len(label) <= 12 or len(words) < 2:
+    """A class name on up to two lines (split at a space, hyphen or underscore), so the labels leave the cells
+    room at phone width."""
+    parts = re.findall(r"[^ _-]+[ _-]?", label)
+    if len(label) <= 10 or len(parts) < 2:
         return label
-    cut = min(range(1, len(words)), key=lambda i: abs(len(" ".join(words[:i])) - len(label) / 2))
-    return " ".join(words[:cut]) + "<br>" + " ".join(words[cut:])
+    cut = min(range(1, len(parts)), key=lambda i: abs(len("".join(parts[:i])) - len(label) / 2))
+    return "".join(parts[:cut]).rstrip(" ") + "<br>" + "".join(parts[cut:])
+
+
+def cell_font(order: list[str]) -> dict:
+    """Cell numbers as large as the cells allow at phone width: 14 px up to five classes, 11 px beyond."""
+    return {"size": 14 if len(order) <= 5 else 11}
 
 
 def colour_bar(**extra: object) -> dict:
@@ -109,7 +116,7 @@ def heatmap(matrix: pd.DataFrame, normalise: bool = False) -> go.Figure:
     fmt = ".2f" if normalise else ".0f"
     fig = go.Figure(go.Heatmap(
         z=matrix.to_numpy(), x=order, y=order, colorscale="Blues", zmin=0, texttemplate=f"%{{z:{fmt}}}",
-        textfont={"size": 14}, colorbar=colour_bar(),
+        textfont=cell_font(order), colorbar=colour_bar(),
         hovertemplate=f"true %{{y}}, predicted %{{x}}: %{{z:{fmt}}}<extra></extra>"))
     return every_label(fig, order)
 
@@ -135,7 +142,7 @@ def difference_heatmap(diff: pd.DataFrame, normalise: bool = False) -> go.Figure
                for row in good.to_numpy()]
     fig = go.Figure(go.Heatmap(
         z=good.to_numpy(), x=order, y=order, text=text, customdata=verdict, texttemplate="%{text}",
-        textfont={"size": 14}, colorscale="RdBu", zmin=-bound, zmax=bound, zmid=0,
+        textfont=cell_font(order), colorscale="RdBu", zmin=-bound, zmax=bound, zmid=0,
         colorbar=colour_bar(tickmode="array", tickvals=[-bound, 0, bound], ticktext=["B worse", "same", "B better"]),
         hovertemplate="true %{y}, predicted %{x}: B − A = %{text} (%{customdata})<extra></extra>"))
     return every_label(fig, order)

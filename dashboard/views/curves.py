@@ -41,14 +41,19 @@ def run_colours(run_ids: list[str]) -> dict[str, str]:
 def mark_stages(fig: go.Figure, changes: pd.DataFrame, several: bool, epochs: tuple[int, int]) -> None:
     """A dotted vertical line between the last epoch of one stage and the first of the next, labelled on the side
     with more room (the x-axis range is fixed, so a long label cannot stretch it); the run is named when several
-    are charted."""
+    are charted (by its short name)."""
     middle = sum(epochs) / 2
     for epoch, group in changes.groupby("epoch", sort=True):
-        text = "<br>".join(f"{r.run_id}: {r.previous} → {r.stage}" if several else f"{r.previous} → {r.stage}"
-                           for r in group.itertuples())
+        text = "<br>".join(f"{short(r.run_id)}:<br>{r.previous} → {r.stage}" if several
+                           else f"{r.previous} → {r.stage}" for r in group.itertuples())
         fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="grey", annotation_text=text,
                       annotation_position="top left" if epoch - 0.5 > middle else "top right",
                       annotation_font_size=10)
+
+
+def short(run_id: str) -> str:
+    """A run's name without its experiment ("demo/lite0-head" → "lite0-head"): labels inside a plot stay short."""
+    return run_id.rsplit("/", 1)[-1]
 
 
 DASHES = {"train": "solid", "val": "dot"}
