@@ -44,8 +44,8 @@ def shown_headers(table) -> list[str]:
 def test_overview_runs_table_in_words_with_kept_epoch_and_links(monkeypatch, demo_store):
     at = open_dashboard(demo_store, monkeypatch)
     table = at.dataframe[0]
-    assert shown_headers(table) == ["run", "model", "tasks", "kept", "train min", "accuracy", "balanced acc.",
-                                    "macro-F1", "adjacent err.", "maps", "errors", "curves", "compare"]
+    assert shown_headers(table) == ["run", "model", "kept", "train min", "accuracy", "balanced", "macro-F1",
+                                    "adjacent", "maps", "errors", "curves", "compare"]
     rows = table.value.set_index("run_id")
     assert (rows["evaluation_of"] == "").all()  # blank, not None
     best, accuracy = best_by_sql(demo_store)
@@ -53,20 +53,21 @@ def test_overview_runs_table_in_words_with_kept_epoch_and_links(monkeypatch, dem
             SELECT r.run_id, r.best_epoch, r.epochs, e.stage, r.train_seconds FROM runs r
             JOIN epochs e ON e.run_id = r.run_id AND e.epoch = r.best_epoch"""):
         row = rows.loc[run_id]
-        assert row["kept"].startswith(f"{stage} · epoch {best_epoch} of {epochs}")
+        assert row["run"] == run_id.split("/", 1)[1]  # one experiment: its name is said above the table
+        assert row["kept"].startswith(f"{stage} · {best_epoch}/{epochs}")
         assert row["train_minutes"] == pytest.approx(seconds / 60)
         assert row["errors"] == f"./errors?run={quote(run_id, safe='')}"
         assert row["curves"] == f"./curves?runs={quote(run_id, safe='')}"
         partner = best if run_id != best else rows.drop(best)["test_accuracy"].idxmax()
         assert row["compare"] == f"./compare?runs={quote(run_id, safe='')}&runs={quote(partner, safe='')}"
     assert any(f"Best by test accuracy: **{best}** ({accuracy:.3f})" in m.value for m in at.markdown)
-    assert any("demo · synthetic demo set · 5 runs" in m.value for m in at.markdown)
+    assert any("demo (synthetic) · 5 runs" in m.value for m in at.markdown)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
     assert (chart["xaxis"]["title"]["text"], chart["yaxis"]["title"]["text"]) == ("run", "score on the test split")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["errors.py", "inspector.py", "embedding.py"])
+@pytest.mark.parametrize("page", ["errors.py", "inspector.py", "upload.py"])
 def test_every_run_page_defaults_to_the_best_run_and_says_why(monkeypatch, demo_store, page):
     at = open_dashboard(demo_store, monkeypatch, page)
     best, accuracy = best_by_sql(demo_store)
@@ -83,6 +84,6 @@ def test_a_two_stage_run_that_kept_its_head_stage_says_so(monkeypatch, demo_stor
                        WHERE run_id = 'tiny/two-stage'""")
     at = open_dashboard(store, monkeypatch)
     rows = at.dataframe[0].value.set_index("run_id")
-    assert rows.loc["tiny/two-stage", "kept"].endswith("(head kept)")
-    assert not any(rows.drop("tiny/two-stage")["kept"].str.endswith("(head kept)"))
-    assert any("Fine-tuning never beat the head stage in tiny/two-stage" in c.value for c in at.caption)
+    assert rows.loc["tiny/two-stage", "kept"].endswith(" †")
+    assert not any(rows.drop("tiny/two-stage")["kept"].str.endswith("†"))
+    assert any("† Fine-tuning never beat the head stage in tiny/two-stage" in c.value for c in at.caption)
