@@ -22,13 +22,17 @@ def runs_query(*run_ids: str) -> str:
 
 
 def chart_ticks(page, index: int, axis: str) -> list[str]:
-    """The tick labels the browser drew on one Plotly chart's x or y axis (a wrapped label's lines joined by a
-    space), once the chart is drawn."""
+    """The tick labels the browser drew on one Plotly chart's x or y axis, once the chart is drawn (a wrapped
+    label's lines joined; whitespace dropped, as `squeeze` drops it from the expected names)."""
     chart = page.locator("[data-testid='stPlotlyChart']").nth(index)
     chart.scroll_into_view_if_needed()
     chart.locator(f".{axis}tick text").first.wait_for()
-    return [" ".join(" ".join(t.locator("tspan").all_text_contents()).split()) or t.text_content().strip()
+    return [squeeze("".join(t.locator("tspan").all_text_contents()) or t.text_content() or "")
             for t in chart.locator(f".{axis}tick text").all()]
+
+
+def squeeze(text: str) -> str:
+    return "".join(text.split())
 
 
 def legend(page, index: int) -> list[str]:
@@ -38,7 +42,7 @@ def legend(page, index: int) -> list[str]:
 
 
 def test_compare_tab_stays_in_the_url_and_matrices_name_every_class(page, served):
-    classes = [label for (label,) in sql(served.store, "SELECT label FROM run_labels WHERE run_id = ? "
+    classes = [squeeze(label) for (label,) in sql(served.store, "SELECT label FROM run_labels WHERE run_id = ? "
                                                        "AND task = 'period' ORDER BY class_index", [HEAD])]
     open_page(page, served, f"compare?{runs_query(HEAD, TWO)}")
     page.get_by_text("Difference B − A").wait_for()
