@@ -113,9 +113,12 @@ def test_curves_mark_the_stage_change(demo_store, monkeypatch):
     assert "two-stage:<br>head → finetune" in charts["Loss"]["layout"]["annotations"][0]["text"]
 
 
-def test_curves_default_to_every_run_of_the_first_dataset(demo_store, monkeypatch):
+def test_curves_default_to_every_run_of_the_best_runs_dataset(demo_store, monkeypatch):
     at = open_page(demo_store, "views/curves.py", monkeypatch)
-    assert sorted(at.query_params["runs"]) == sorted(r for (r,) in sql(demo_store, "SELECT run_id FROM runs"))
+    ranked = [r for (r,) in sql(demo_store, "SELECT run_id FROM runs WHERE evaluation_of IS NULL "
+                                            "ORDER BY test_accuracy DESC, run_id")]
+    assert at.query_params["runs"] == ranked  # one dataset here; best first
+    assert any("Kept weights" in c.value for c in at.caption)
 
 
 # ---- Embedding map -----------------------------------------------------------------------------

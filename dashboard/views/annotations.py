@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import state
 from dashboard.export import frame_csv
 from dashboard.queries import verdicts
 from dashboard.queries.runs import runs
-from dashboard.ui import md_escape
+from dashboard.ui import choose_run, md_escape
 
 
 def image_label(candidates) -> dict[str, str]:
@@ -37,9 +38,9 @@ def annotate_form(run_id: str, meta) -> None:
     st.rerun()
 
 
-def annotate_section(run_ids: list[str]) -> None:
+def annotate_section(table: pd.DataFrame) -> None:
     st.subheader("Annotate")
-    run_id = state.choose("Run", run_ids, "run")
+    run_id = choose_run(table)
     shown = verdicts.candidates(run_id)
     labels = image_label(shown)
     ids = list(labels)
@@ -101,5 +102,5 @@ def list_section() -> None:
 
 
 st.title("Annotations")
-annotate_section(runs()["run_id"].tolist())
+annotate_section(runs())
 list_section()

@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from dashboard import state
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import PAGE_SIZE, choose_runs, md_escape, pager
+from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, md_escape, pager
 
 GRID = 8
 METRIC_NAMES = {
@@ -33,14 +33,6 @@ METRIC_NAMES = {
     "loss": "loss",
     "n": "images",
 }
-
-
-def default_runs(table: pd.DataFrame) -> list[str]:
-    """The first two runs of the first run's dataset: a comparison that makes sense image by image."""
-    if table.empty:
-        return []
-    first = table.iloc[0]["dataset_id"]
-    return table.loc[table["dataset_id"] == first, "run_id"].head(2).tolist()
 
 
 def class_order(run_ids: list[str], task: str) -> list[str]:
@@ -236,7 +228,7 @@ def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, 
 st.title("Compare runs")
 
 table = runs()
-chosen = choose_runs("Runs (the first is A, the second B)", table, default_runs(table))
+chosen = choose_runs("Runs (the first is A, the second B)", table, default_runs(table, 2))
 
 c1, c2, c3 = st.columns(3)
 with c1:

@@ -16,13 +16,7 @@ import streamlit as st
 
 from dashboard.queries import curves as q
 from dashboard.queries.runs import runs
-from dashboard.ui import choose_runs, md_escape
-
-
-def default_runs(table: pd.DataFrame) -> list[str]:
-    """Every run of the first run's dataset: curves on one dataset are comparable."""
-    first = table.iloc[0]["dataset_id"]
-    return table.loc[table["dataset_id"] == first, "run_id"].tolist()
+from dashboard.ui import choose_runs, kept_note, md_escape
 
 
 def long_form(rows: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -121,7 +115,9 @@ def mark_best(fig: go.Figure, best: pd.DataFrame) -> None:
 st.title("Training curves")
 
 table = runs()
-chosen = choose_runs("Runs", table, default_runs(table))
+chosen = choose_runs("Runs", table)
+if note := kept_note(chosen):
+    st.caption(note)
 
 rows = q.epochs(chosen)
 if rows.empty:

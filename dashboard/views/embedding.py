@@ -19,7 +19,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import embedding as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import md_escape, similarity
+from dashboard.ui import choose_run, md_escape, similarity
 
 COLOURS = {
     "period": ("true_label", "true period"),
@@ -200,7 +200,7 @@ table = runs()
 
 c1, c2, c3 = st.columns([2, 1, 1])
 with c1:
-    run_id = state.choose("Run", table["run_id"].tolist(), "run")
+    run_id = choose_run(table)
 with c2:
     colour = state.choose("Colour by", list(COLOURS), "color", default="period",
                           format_func=lambda c: COLOURS[c][1])
