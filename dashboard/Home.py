@@ -12,7 +12,8 @@ import streamlit as st
 
 from dashboard.queries import failure_message, store_path, store_problem
 from dashboard.queries.runs import runs
-from dashboard.ui import chart_toolbar_rule, md_escape
+from dashboard.text import md_escape
+from dashboard.ui import chart_toolbar_rule
 
 HERE = Path(__file__).resolve().parent / "views"  # not pages/: Streamlit would list that folder on its own
 PAGES = [

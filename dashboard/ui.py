@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.queries.runs import kept_epochs
-from dashboard.text import md_escape as md_escape  # pages import it from here
+from dashboard.text import md_escape
 
 
 def similarity(value: float, digits: int = 2) -> str:

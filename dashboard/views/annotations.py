@@ -11,7 +11,8 @@ from dashboard import state
 from dashboard.export import frame_csv
 from dashboard.queries import verdicts
 from dashboard.queries.runs import runs
-from dashboard.ui import choose_run, md_escape
+from dashboard.text import md_escape
+from dashboard.ui import choose_run
 
 
 def image_label(candidates) -> dict[str, str]:

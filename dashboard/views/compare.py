@@ -21,7 +21,8 @@ from scipy.stats import binomtest
 from dashboard import state
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, md_escape, pager
+from dashboard.text import md_escape
+from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, pager
 
 GRID = 8
 METRIC_NAMES = {

@@ -16,7 +16,8 @@ import streamlit as st
 
 from dashboard.queries import curves as q
 from dashboard.queries.runs import runs
-from dashboard.ui import choose_runs, kept_note, md_escape
+from dashboard.text import md_escape
+from dashboard.ui import choose_runs, kept_note
 
 
 def long_form(rows: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:

@@ -19,7 +19,8 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import embedding as q
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import choose_run, md_escape, similarity
+from dashboard.text import md_escape
+from dashboard.ui import choose_run, similarity
 
 COLOURS = {
     "period": ("true_label", "true period"),

@@ -11,7 +11,8 @@ from dashboard import state
 from dashboard.export import gallery_csv, gallery_html
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
-from dashboard.ui import PAGE_SIZE, choose_run, md_escape, pager
+from dashboard.text import md_escape
+from dashboard.ui import PAGE_SIZE, choose_run, pager
 
 COLUMNS = 6
 EXPORT_LIMIT = 500

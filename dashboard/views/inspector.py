@@ -21,7 +21,8 @@ from dashboard.queries import inspector as q
 from dashboard.queries.embedding import neighbours
 from dashboard.queries.runs import artists, labels, runs
 from dashboard.queries.verdicts import annotations_for
-from dashboard.ui import choose_run, md_escape, similarity
+from dashboard.text import md_escape
+from dashboard.ui import choose_run, similarity
 from pipeline.config import ATTRIBUTION_METHODS
 from pipeline.heatmaps import colorize, decode_map, overlay
 

@@ -9,7 +9,8 @@ import streamlit as st
 from dashboard.queries import store_path
 from dashboard.queries.runs import datasets, kept_epochs, runs, skipped_summary
 from dashboard.runs_table import COLUMNS, SHOWN, run_rows
-from dashboard.ui import best_run, kept_note, md_escape
+from dashboard.text import md_escape
+from dashboard.ui import best_run, kept_note
 
 METRICS = {"test_accuracy": "accuracy", "test_balanced_accuracy": "balanced accuracy", "test_macro_f1": "macro-F1"}
 

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.export import frame_csv
 from dashboard.queries import sql_console, store_path, store_version
-from dashboard.ui import md_escape
+from dashboard.text import md_escape
 
 WIDGET = "w_q"
 KEEP_BYTES = 2 * 2**20  # a result kept in the session (to redraw without running again) is at most this big

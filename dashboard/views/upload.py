@@ -16,7 +16,8 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import store_path, store_version
 from dashboard.queries.runs import labels, runs
-from dashboard.ui import choose_run, md_escape
+from dashboard.text import md_escape
+from dashboard.ui import choose_run
 from dashboard.uploads import Explained, UploadError, explain_upload, load
 
 if TYPE_CHECKING:
