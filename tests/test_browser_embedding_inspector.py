@@ -49,7 +49,7 @@ def test_lasso_lists_the_region_and_keeps_it_in_the_url(served, page):
     region = parse_qs(urlparse(page.url).query).get("lasso", [""])[0]
     assert len(region.split(";")) >= 3  # the drawn loop, as corners
     picked = parse_qs(urlparse(page.url).query)["image"][0]
-    page.get_by_text(picked, exact=True).wait_for(timeout=30_000)  # the picked painting beside the map, named
+    page.get_by_text(picked, exact=True).first.wait_for(timeout=30_000)  # the picked painting beside the map, named
     shot(page, "embedding-lasso")
 
     link = page.url
