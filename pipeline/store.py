@@ -23,10 +23,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 3: runs.evaluation_of
+SCHEMA_VERSION = "4"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history)
 # sha256 of the SCHEMA text below, as of SCHEMA_VERSION. tests/test_schema_version.py fails when SCHEMA changes and
 # this does not: then bump SCHEMA_VERSION, make ensure_schema migrate an older store, and only then update this.
-SCHEMA_DIGEST = (SCHEMA_VERSION, "3cd7e176badcc3f64733086b380691c28fa8ead16e40e47f41516d68fe9fd1d0")
+SCHEMA_DIGEST = (SCHEMA_VERSION, "2917c1cb6a161e04c97dc433dad175250a6c8f565af3f4ee934f3acfff408fb3")
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS attribution_sanity (
     run_id TEXT, method TEXT, n_images INTEGER, spearman_mean DOUBLE, spearman_std DOUBLE, top_overlap_mean DOUBLE);
 CREATE TABLE IF NOT EXISTS annotations (
     annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
-    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP);
+    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT);
 """
 
 

@@ -1,6 +1,7 @@
--- Period Eye store schema version 2 (pipeline/store.py SCHEMA at commit 6689325^), the version before
--- SCHEMA_VERSION: tests/test_schema_version.py migrates a store made with it. When SCHEMA_VERSION is bumped,
--- replace this file by the SCHEMA text of the version before the new one and change the number above.
+-- Period Eye store schema version 3 (pipeline/store.py SCHEMA before annotations gained revises, withdrawn and
+-- source), the version before SCHEMA_VERSION: tests/test_schema_version.py migrates a store made with it. When
+-- SCHEMA_VERSION is bumped, replace this file by the SCHEMA text of the version before the new one and change the
+-- number above.
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS datasets (
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS runs (
     freeze_until INTEGER, tasks TEXT[], pretrained BOOLEAN, config JSON, config_hash TEXT, device TEXT,
     status TEXT, started_at TIMESTAMP, finished_at TIMESTAMP, train_seconds DOUBLE, eval_seconds DOUBLE,
     epochs INTEGER, best_epoch INTEGER, lr DOUBLE, test_accuracy DOUBLE, test_balanced_accuracy DOUBLE,
-    test_macro_f1 DOUBLE, test_top2_accuracy DOUBLE, test_adjacent_error_share DOUBLE, checkpoint TEXT, summary JSON);
+    test_macro_f1 DOUBLE, test_top2_accuracy DOUBLE, test_adjacent_error_share DOUBLE, checkpoint TEXT, summary JSON,
+    evaluation_of TEXT);
 CREATE TABLE IF NOT EXISTS run_labels (run_id TEXT, task TEXT, class_index INTEGER, label TEXT);
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT, stage TEXT, epoch INTEGER, train_loss DOUBLE, train_acc DOUBLE, train_artist_acc DOUBLE,
