@@ -122,6 +122,51 @@ def list_annotations(verdicts: Sequence[str] = (), authors: Sequence[str] = (), 
                  tuple(params))
 
 
+# The current annotations: rows no other row revises (an edit or a withdrawal is a new row naming the one it
+# replaces) that are not themselves a withdrawal. pipeline/annotations.py writes the history; this reads it.
+CURRENT = """(SELECT * FROM annotations a
+              WHERE NOT coalesce(a.withdrawn, false)
+                AND NOT EXISTS (SELECT 1 FROM annotations b WHERE b.revises = a.annotation_id))"""
+
+# The verdict that counts for each image of a run's dataset: a current annotation on the same painting (content
+# hash), the ones made on this run's predictions first (a "model right" is about a prediction), then the latest.
+_RUN_VERDICTS = f"""
+    SELECT r.run_id, i.image_id, a.verdict, a.note, a.author, a.created_at
+    FROM runs r JOIN images i ON i.dataset_id = r.dataset_id
+         JOIN {CURRENT} a ON a.content_hash = i.content_hash
+    WHERE list_contains(?, r.run_id)
+    QUALIFY row_number() OVER (PARTITION BY r.run_id, i.image_id
+                               ORDER BY a.run_id IS NOT DISTINCT FROM r.run_id DESC, a.created_at DESC,
+                                        a.annotation_id) = 1"""
+
+
+def current_verdicts(run_id: str) -> pd.DataFrame:
+    """image_id, verdict, note, author, created_at: the verdict that counts on each annotated image of the run's
+    dataset (see _RUN_VERDICTS), for pages and exports that show a run's images with the experts' word."""
+    return query(f"SELECT image_id, verdict, note, author, created_at FROM ({_RUN_VERDICTS}) ORDER BY image_id",
+                 ([run_id],))
+
+
+def expert_summary(run_ids: Sequence[str]) -> pd.DataFrame:
+    """Per run, on the test split: its errors, how many an expert reviewed and what they said, its accuracy, and
+    its accuracy if the experts are right (an error judged "label wrong" or "model right" counts as correct)."""
+    return query(f"""
+        WITH v AS ({_RUN_VERDICTS})
+        SELECT p.run_id,
+               count(*) FILTER (NOT p.correct) AS errors,
+               count(v.verdict) FILTER (NOT p.correct) AS reviewed_errors,
+               count(*) FILTER (NOT p.correct AND v.verdict = 'label wrong') AS label_wrong,
+               count(*) FILTER (NOT p.correct AND v.verdict = 'model right') AS model_right,
+               count(*) FILTER (NOT p.correct AND v.verdict = 'ambiguous') AS ambiguous,
+               count(*) FILTER (NOT p.correct AND v.verdict = 'outside its period') AS outside,
+               avg(p.correct::INT) AS accuracy,
+               avg((p.correct OR coalesce(v.verdict IN ('label wrong', 'model right'), false))::INT)
+                   AS accuracy_if_experts_right
+        FROM predictions p LEFT JOIN v ON v.run_id = p.run_id AND v.image_id = p.image_id
+        WHERE list_contains(?, p.run_id) AND p.task = 'period' AND p.split = 'test'
+        GROUP BY p.run_id ORDER BY p.run_id""", (list(run_ids), list(run_ids)))
+
+
 def authors() -> list[str]:
     return query("SELECT DISTINCT author FROM annotations WHERE author IS NOT NULL ORDER BY 1")["author"].tolist()
 
