@@ -75,9 +75,16 @@ def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
                        "annotations are kept)")
     p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
     adopt_arg(p)
-    p = sub.add_parser("dashboard", help="the Streamlit dashboard over a store, on http://127.0.0.1:PORT")
+    p = sub.add_parser("dashboard", help="the Streamlit dashboard over a store, on http://ADDRESS:PORT (by default "
+                       "127.0.0.1: this machine only)")
     p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
     p.add_argument("--port", type=int, help="port to serve on (default: Streamlit's, 8501)")
+    p.add_argument("--address", help="address to listen on (default 127.0.0.1; with --share 0.0.0.0: every "
+                   "interface). Beyond this machine a password is required: README, 'Share with art historians'")
+    p.add_argument("--share", action="store_true", help="serve to colleagues: the toolbar's Deploy button and "
+                   "developer menu hidden, no browser opened here, listening on every interface unless --address")
+    p.add_argument("--no-password", action="store_true", help="serve beyond this machine with no password "
+                   "(anyone who can reach the port sees the store and may annotate)")
     return parser
 
 
@@ -175,8 +182,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if spec is None or spec.origin is None:
         raise ConfigError("the dashboard package is not installed: `pip install -e .` in the Period Eye checkout")
     home = Path(spec.origin).parent / "Home.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", "127.0.0.1",
+    address = args.address or ("0.0.0.0" if args.share else "127.0.0.1")
+    if not loopback(address) and not access_configured() and not args.no_password:
+        raise ConfigError(f"serving on {address} reaches beyond this machine: set PERIODEYE_REVIEWER_PASSWORD (and "
+                          "PERIODEYE_VIEWER_PASSWORD) or copy .streamlit/secrets.toml.example to "
+                          ".streamlit/secrets.toml, or pass --no-password")
+    if args.no_password:
+        os.environ["PERIODEYE_NO_PASSWORD"] = "1"  # the dashboard's own check (dashboard/access.py) reads it
+    command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", address,
                "--browser.gatherUsageStats", "false"]
+    if args.share:
+        command += ["--client.toolbarMode", "viewer", "--server.headless", "true"]
     if args.port is not None:
         command += ["--server.port", str(args.port)]
     command += ["--", "--store", str(Path(store_path(args)).resolve())]
@@ -184,6 +200,37 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     os.execv(sys.executable, command)
     return 0  # not reached: execv replaces this process
+
+
+def loopback(address: str) -> bool:
+    """Does `address` keep the dashboard on this machine?"""
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: assume others can reach it
+        return False
+
+
+def access_configured() -> bool:
+    """Is a password or an identity provider set up where the dashboard will find it (dashboard/access.py reads the
+    same: the environment, then the secrets.toml files Streamlit reads from this folder and from ~/.streamlit)?"""
+    import tomllib
+    from pathlib import Path
+
+    if os.environ.get("PERIODEYE_REVIEWER_PASSWORD") or os.environ.get("PERIODEYE_VIEWER_PASSWORD"):
+        return True
+    for path in (Path.home() / ".streamlit" / "secrets.toml", Path.cwd() / ".streamlit" / "secrets.toml"):
+        try:
+            secrets = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        passwords = secrets.get("passwords") or {}
+        if secrets.get("auth") or any(passwords.get(role) for role in ("reviewers", "viewers")):
+            return True
+    return False
 
 
 def store_path(args: argparse.Namespace) -> str:
