@@ -1,5 +1,5 @@
 """Command line: `periodeye` (installed by `pip install -e .`) or `python -m pipeline`, one parser:
-{artifacts,run,prepare,list,explain,evaluate,upgrade,dashboard} --help.
+{artifacts,run,prepare,list,explain,evaluate,upgrade,dashboard,annotations} --help.
 
 Every command but `dashboard` checks the store first (pipeline.store.check_store): a file that is not a usable store
 ends in one line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only;
@@ -85,6 +85,13 @@ def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
                    "developer menu hidden, no browser opened here, listening on every interface unless --address")
     p.add_argument("--no-password", action="store_true", help="serve beyond this machine with no password "
                    "(anyone who can reach the port sees the store and may annotate)")
+    p = sub.add_parser("annotations", help="expert annotations: `annotations import FILE` brings in the verdicts an "
+                       "exported gallery's reviewer downloaded")
+    action = p.add_subparsers(dest="action", required=True)
+    p = action.add_parser("import", help="import a verdicts CSV (the gallery's \"Download my verdicts\"): bad rows are "
+                          "reported by row number and skipped; importing a file again adds nothing")
+    p.add_argument("file", help="the verdicts CSV")
+    p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
     return parser
 
 
@@ -233,6 +240,21 @@ def access_configured() -> bool:
     return False
 
 
+def cmd_annotations(args: argparse.Namespace) -> int:
+    """`annotations import FILE`: the summary, then each skipped row (first 20); status 1 when a row was skipped."""
+    from pipeline.annotations import AnnotationError, import_file
+
+    path = store_path(args)
+    check_store(path, writing=True)
+    try:
+        report = import_file(path, args.file)
+    except AnnotationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 1 if report.skipped else 0
+
+
 def store_path(args: argparse.Namespace) -> str:
     from pipeline.config import DEFAULT_STORE
 
@@ -240,7 +262,8 @@ def store_path(args: argparse.Namespace) -> str:
 
 
 COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain,
-            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard}
+            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard,
+            "annotations": cmd_annotations}
 
 if __name__ == "__main__":
     sys.exit(main())
