@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import access
 from dashboard.queries import failure_message, store_path, store_problem
 from dashboard.queries.runs import runs
 from dashboard.text import md_escape
@@ -45,7 +46,10 @@ def nav_pages() -> list:
 # offline (tests/test_browser.py checks that no page asks another host for anything).
 st.set_page_config(page_title="Period Eye", page_icon="🎨", layout="wide")
 chart_toolbar_rule()
-navigation = st.navigation(nav_pages())
+# The menu is hidden until the gate lets this session in; the page the URL names (and its query) is resolved here
+# either way, so a shared link with filters opens that view once the password is given.
+navigation = st.navigation(nav_pages(), position="sidebar" if access.role() else "hidden")
+access.gate()  # with access configured: the login, and st.stop() before any store query, until this session is in
 
 
 

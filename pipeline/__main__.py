@@ -235,7 +235,8 @@ def access_configured() -> bool:
         except (OSError, tomllib.TOMLDecodeError):
             continue
         passwords = secrets.get("passwords") or {}
-        if secrets.get("auth") or any(passwords.get(role) for role in ("reviewers", "viewers")):
+        given = [passwords.get(role) or [] for role in ("reviewers", "viewers")]
+        if secrets.get("auth") or any(str(p) for g in given for p in ([g] if isinstance(g, str) else g)):
             return True
     return False
 
