@@ -1,18 +1,17 @@
-"""Expert annotations: the dashboard's only write, and the reads that list them.
+"""Expert annotations: the dashboard's only write (through pipeline.annotations), and the reads that list them.
 
 An annotation names its image by (dataset_id, image_id) and also keeps the image's content
 hash, so a note still finds its painting when a dataset is prepared again (or the same
 painting turns up in another dataset). The pipeline never deletes annotations: the table is
 not in `pipeline.store.RUN_TABLES`, and preparing a dataset again replaces only `images`.
+An edit or a withdrawal is a new row naming the one it replaces; lists show the current ones.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -20,21 +19,18 @@ import pandas as pd
 
 from dashboard.queries import query, store_path
 from dashboard.queries.reader import READER
+from pipeline import annotations
 from pipeline import store as pipeline_store
+from pipeline.annotations import CURRENT, MAX_AUTHOR, MAX_NOTE, VERDICTS, AnnotationError
 
-VERDICTS = ("model right", "label wrong", "ambiguous", "outside its period")
-MAX_NOTE = 5000
-MAX_AUTHOR = 120
+__all__ = ["CURRENT", "MAX_AUTHOR", "MAX_NOTE", "VERDICTS", "AnnotationError"]
 
 _COLUMNS = """a.created_at, a.verdict, a.author, a.note, a.run_id, a.dataset_id, a.image_id,
               i.period, i.artist, i.title, p.pred_label, p.confidence, a.content_hash, a.annotation_id"""
-_FROM = """annotations a
+_HISTORY = """, a.revises, coalesce(a.withdrawn, false) AS withdrawn, a.source"""
+_FROM = """{annotations} a
            LEFT JOIN images i ON i.dataset_id = a.dataset_id AND i.image_id = a.image_id
            LEFT JOIN predictions p ON p.run_id = a.run_id AND p.image_id = a.image_id AND p.task = 'period'"""
-
-
-class AnnotationError(ValueError):
-    """An annotation that cannot be saved; str(exc) is the message shown to the person."""
 
 
 def _same_instance_conflict(exc: Exception) -> bool:
@@ -67,66 +63,81 @@ def connect_retrying(path: str | Path, read_only: bool, wait_seconds: float = 15
         yield con
 
 
+def _writing(path: str | Path | None, write):
+    """Run `write(con)` on a writer's connection to the store, this process's readers stepping aside."""
+    path = Path(path or store_path())
+    if not path.exists():
+        raise AnnotationError(f"No store at {path}: run `make artifacts` first.")
+    try:
+        with READER.paused(), connect_retrying(path, read_only=False) as con:
+            return write(con)
+    except pipeline_store.StoreLockedError as exc:
+        raise AnnotationError(f"The store is busy (the pipeline is writing it); try again shortly. ({exc})") from exc
+
+
 def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict: str, note: str, author: str,
                     path: str | Path | None = None) -> str:
     """Store one verdict on an image (as seen by a run) and return its id; raises AnnotationError."""
-    path = Path(path or store_path())
-    author, note = (author or "").strip(), (note or "").strip()
-    if verdict not in VERDICTS:
-        raise AnnotationError(f"Choose a verdict: {', '.join(VERDICTS)}.")
-    if not author:
-        raise AnnotationError("Give your name, so others know whose judgement this is.")
-    if len(author) > MAX_AUTHOR or len(note) > MAX_NOTE:
-        raise AnnotationError(f"Keep the name under {MAX_AUTHOR} and the note under {MAX_NOTE} characters.")
-    if not path.exists():
-        raise AnnotationError(f"No store at {path}: run `make artifacts` first.")
-    annotation_id = str(uuid.uuid4())
-    created_at = datetime.now(UTC).replace(tzinfo=None)
-    try:
-        with READER.paused(), connect_retrying(path, read_only=False) as con:  # this process's readers step aside
-            found = con.execute(
-                """INSERT INTO annotations
-                   SELECT ?, dataset_id, image_id, content_hash, ?, ?, ?, ?, ?::TIMESTAMP FROM images
-                   WHERE dataset_id = ? AND image_id = ? RETURNING annotation_id""",
-                [annotation_id, run_id, verdict, note or None, author, created_at, dataset_id, image_id],
-            ).fetchall()
-    except pipeline_store.StoreLockedError as exc:
-        raise AnnotationError(f"The store is busy (the pipeline is writing it); try again shortly. ({exc})") from exc
-    if not found:
-        raise AnnotationError(f"Image {image_id!r} is not in dataset {dataset_id!r}: nothing saved.")
-    return annotation_id
+    annotations.checked(verdict, note, author)  # before waiting for the store
+    return _writing(path, lambda con: annotations.save(con, dataset_id, image_id, run_id, verdict, note, author))
+
+
+def revise_annotation(annotation_id: str, verdict: str, note: str, author: str, path: str | Path | None = None
+                      ) -> str:
+    """A new version of a current annotation; returns its id."""
+    annotations.checked(verdict, note, author)
+    return _writing(path, lambda con: annotations.revise(con, annotation_id, verdict, note, author))
+
+
+def withdraw_annotation(annotation_id: str, author: str, path: str | Path | None = None) -> str:
+    """Withdraw a current annotation (kept in its history); returns the withdrawal's id."""
+    return _writing(path, lambda con: annotations.withdraw(con, annotation_id, author))
+
+
+def import_verdicts(data: bytes, path: str | Path | None = None) -> annotations.ImportReport:
+    """Bring an exported gallery's verdicts file into the store (pipeline.annotations.import_verdicts)."""
+    annotations.read_verdicts(data)  # a file that is not one fails before waiting for the store
+    return _writing(path, lambda con: annotations.import_verdicts(con, data))
 
 
 def annotations_for(dataset_id: str, image_id: str) -> pd.DataFrame:
-    """Every note on this painting: on this image, or on any image with the same content."""
-    return query("""
+    """Every version of every note on this painting (on this image, or on any image with the same content), newest
+    first: `current` marks the ones that count, `withdrawn` the rows that took one back."""
+    return query(f"""
         SELECT a.created_at, a.verdict, a.author, a.note, a.run_id,
+               a.annotation_id IN (SELECT annotation_id FROM {CURRENT} c) AS current,
+               coalesce(a.withdrawn, false) AS withdrawn, a.revises, a.source,
                CASE WHEN a.dataset_id = ? AND a.image_id = ? THEN NULL ELSE a.dataset_id || '/' || a.image_id END
-                   AS same_painting_as
+                   AS same_painting_as, a.annotation_id
         FROM annotations a
         WHERE (a.dataset_id = ? AND a.image_id = ?)
            OR a.content_hash = (SELECT content_hash FROM images WHERE dataset_id = ? AND image_id = ?)
-        ORDER BY a.created_at DESC""", (dataset_id, image_id) * 3)
+        ORDER BY a.created_at DESC, a.annotation_id""", (dataset_id, image_id) * 3)
 
 
-def list_annotations(verdicts: Sequence[str] = (), authors: Sequence[str] = (), runs: Sequence[str] = ()
-                     ) -> pd.DataFrame:
-    """All annotations with their image and the annotated run's prediction, newest first, filtered."""
+def list_annotations(verdicts: Sequence[str] = (), authors: Sequence[str] = (), runs: Sequence[str] = (),
+                     all_versions: bool = False) -> pd.DataFrame:
+    """The current annotations (or every version, withdrawals included) with their image and the annotated run's
+    prediction, newest first, filtered."""
     where: list[str] = ["TRUE"]
     params: list[str] = []
     for column, values in (("a.verdict", verdicts), ("a.author", authors), ("a.run_id", runs)):
         if values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             params.extend(values)
-    return query(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {' AND '.join(where)} ORDER BY a.created_at DESC",
-                 tuple(params))
+    source = _FROM.format(annotations="annotations" if all_versions else CURRENT)
+    history = _HISTORY if all_versions else ""
+    return query(f"SELECT {_COLUMNS}{history} FROM {source} WHERE {' AND '.join(where)} "
+                 "ORDER BY a.created_at DESC, a.annotation_id", tuple(params))
 
 
-# The current annotations: rows no other row revises (an edit or a withdrawal is a new row naming the one it
-# replaces) that are not themselves a withdrawal. pipeline/annotations.py writes the history; this reads it.
-CURRENT = """(SELECT * FROM annotations a
-              WHERE NOT coalesce(a.withdrawn, false)
-                AND NOT EXISTS (SELECT 1 FROM annotations b WHERE b.revises = a.annotation_id))"""
+def authors() -> list[str]:
+    return query("SELECT DISTINCT author FROM annotations WHERE author IS NOT NULL ORDER BY 1")["author"].tolist()
+
+
+def annotated_runs() -> list[str]:
+    return query("SELECT DISTINCT run_id FROM annotations WHERE run_id IS NOT NULL ORDER BY 1")["run_id"].tolist()
+
 
 # The verdict that counts for each image of a run's dataset: a current annotation on the same painting (content
 # hash), the ones made on this run's predictions first (a "model right" is about a prediction), then the latest.
@@ -165,14 +176,6 @@ def expert_summary(run_ids: Sequence[str]) -> pd.DataFrame:
         FROM predictions p LEFT JOIN v ON v.run_id = p.run_id AND v.image_id = p.image_id
         WHERE list_contains(?, p.run_id) AND p.task = 'period' AND p.split = 'test'
         GROUP BY p.run_id ORDER BY p.run_id""", (list(run_ids), list(run_ids)))
-
-
-def authors() -> list[str]:
-    return query("SELECT DISTINCT author FROM annotations WHERE author IS NOT NULL ORDER BY 1")["author"].tolist()
-
-
-def annotated_runs() -> list[str]:
-    return query("SELECT DISTINCT run_id FROM annotations WHERE run_id IS NOT NULL ORDER BY 1")["run_id"].tolist()
 
 
 def candidates(run_id: str, limit: int = 500) -> pd.DataFrame:
