@@ -1,66 +1,142 @@
-"""Self-contained exports of a gallery: one HTML file (thumbnails inline) and a CSV.
+"""Self-contained exports of a gallery: one HTML file (dashboard.gallery_file renders it) and a CSV, named for
+what they hold (run, filter, date).
 
-The HTML opens from disk on any computer with no server; every text that comes from data
-is HTML-escaped, so a title like `<script>` renders as text. In a CSV, a text cell that a
-spreadsheet would run as a formula (`=HYPERLINK(…)`, `+1+1`, `@SUM(…)`) gets a leading `'`, as
-OWASP advises against CSV injection; numbers stay numbers.
+The HTML opens from disk on any computer with no server and explains itself (model, metrics, legend, confusion
+matrix, saliency maps); its verdict buttons download the CSV `python -m pipeline annotations import` reads. In a
+CSV, a text cell that a spreadsheet would run as a formula (`=HYPERLINK(…)`, `+1+1`, `@SUM(…)`) gets a leading `'`,
+as OWASP advises against CSV injection; numbers stay numbers.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-from datetime import datetime
+import io
+import re
+import uuid
+from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
-CSV_COLUMNS = ["image_id", "split", "true_label", "pred_label", "confidence", "loss", "correct", "artist", "title",
-               "date", "annotation_text"]
+from dashboard.gallery_file import Gallery, Overlay, render
+from dashboard.model_words import model_words
+from dashboard.queries import compare, gallery, verdicts
+from dashboard.queries.inspector import geometry
+from dashboard.queries.runs import labels
+from pipeline.heatmaps import decode_map, overlay
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222}
-h1{font-size:20px;margin:0 0 4px} .filter{color:#555;margin:0 0 16px;font-size:13px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:14px}
-figure{margin:0;border:1px solid #ddd;border-radius:6px;padding:8px;background:#fafafa}
-figure img{width:100%;height:auto;display:block;border-radius:3px}
-figcaption{font-size:13px;margin-top:6px;line-height:1.35}
-.wrong{color:#b00020;font-weight:600} .right{color:#0a7a2f;font-weight:600} .muted{color:#666}
-.legend{font-size:13px;margin:0 0 14px}
-.note{background:#fff6d6;border-radius:3px;padding:2px 4px;margin-top:4px}
-"""
+CSV_COLUMNS = ["run_id", "image_id", "split", "true_label", "pred_label", "confidence", "top1", "p1", "top2", "p2",
+               "top3", "p3", "verdict", "note", "reviewer", "artist", "title", "date", "loss", "correct"]
+OVERLAY_SIDE = 160  # px: a map's longer side in the file (500 tiles × 3 maps stay a few MB)
+OVERLAY_QUALITY = 70
 
 
-LEGEND = ('<p class="legend">Each tile: <span class="right">true period → model\'s guess</span> (right) or '
-          '<span class="wrong">true period → model\'s guess</span> (wrong), then the model\'s confidence: the '
-          "probability it gave its guess.</p>")
+def slug(text: str, limit: int = 60) -> str:
+    """Text as a piece of a file name: letters, digits and single hyphens."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].strip("-") or "all"
 
 
-def gallery_html(title: str, filter_text: str, rows: pd.DataFrame, synthetic: bool = False) -> str:
-    """An HTML page of tiles: thumbnail, true → predicted, confidence, artist, title, annotations."""
-    e = html.escape
-    with_split = "split" in rows and rows["split"].nunique() > 1  # one split for all: the filter line names it
-    tiles = []
-    for r in rows.itertuples():
-        thumb = base64.b64encode(r.thumbnail).decode("ascii") if getattr(r, "thumbnail", None) else ""
-        verdict = "right" if r.correct else "wrong"
-        split = f" · {e(str(r.split))}" if with_split and isinstance(getattr(r, "split", None), str) else ""
-        meta = " · ".join(e(str(v)) for v in (r.artist, r.title, r.date) if isinstance(v, str) and v)
-        note = f'<div class="note">{e(r.annotation_text)}</div>' if isinstance(r.annotation_text, str) else ""
-        tiles.append(
-            f'<figure><img alt="{e(str(r.image_id))}" src="data:image/jpeg;base64,{thumb}">'
-            f'<figcaption><span class="{verdict}">{e(str(r.true_label))} → {e(str(r.pred_label))}</span> '
-            f"({r.confidence:.0%}{split})<br><span class=\"muted\">{meta}</span>"
-            f'<br><span class="muted">{e(str(r.image_id))}</span>{note}</figcaption></figure>'
-        )
-    banner = "<p><strong>Synthetic demo data</strong>: these are generated pictures, not paintings.</p>" if (
-        synthetic) else ""
-    return (
-        f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{_STYLE}</style>"
-        f"</head><body><h1>{e(title)}</h1><p class=\"filter\">{e(filter_text)} — {len(rows)} images, exported "
-        f"{datetime.now():%Y-%m-%d %H:%M} from Period Eye</p>{banner}{LEGEND}<div class=\"grid\">{''.join(tiles)}</div>"
-        "</body></html>"
-    )
+def export_name(run_id: str, filter_slug: str, when: datetime, ext: str) -> str:
+    """`period-eye_<run>_<filter>_<date>.<ext>`: what it is, from which run and filter, and when."""
+    return f"period-eye_{slug(run_id)}_{slug(filter_slug, 80)}_{when:%Y-%m-%d}.{ext}"
+
+
+def filter_slug(f: gallery.GalleryFilter) -> str:
+    """The filter in a few words for a file name: split, outcome, and the periods/artists chosen."""
+    parts = [f.split or "all-splits", f.outcome]
+    parts += [f"true-{t}" for t in f.true] + [f"pred-{p}" for p in f.pred] + [f"artist-{a}" for a in f.artists]
+    if f.conf_min > 0 or f.conf_max < 1:
+        parts.append(f"conf-{f.conf_min:.2f}-{f.conf_max:.2f}")
+    return "-".join(parts)
+
+
+def filter_words(f: gallery.GalleryFilter) -> str:
+    """The filter as a sentence a reader outside the project follows."""
+    which = {"wrong": "the model got wrong", "correct": "the model got right", "all": "all"}[f.outcome]
+    split = f"{f.split} split" if f.split else "every split (train, val and test)"
+    text = f"paintings of the {split}, {which}" if f.outcome != "all" else f"all paintings of the {split}"
+    if f.true:
+        text += ", labelled " + " or ".join(f.true)
+    if f.pred:
+        text += ", guessed " + " or ".join(f.pred)
+    if f.artists:
+        text += ", by " + " or ".join(f.artists)
+    if f.conf_min > 0 or f.conf_max < 1:
+        text += f", the model {f.conf_min:.0%} to {f.conf_max:.0%} sure"
+    return text[0].upper() + text[1:]
+
+
+def overlay_jpegs(dataset_id: str, tiles: pd.DataFrame, maps: pd.DataFrame) -> dict[str, list[Overlay]]:
+    """Each image's stored maps blended over its thumbnail as the Inspector shows them (opacity 0.5), as small
+    JPEGs; methods in the Inspector's order."""
+    if maps.empty:
+        return {}
+    resize, crop = geometry(dataset_id)
+    thumbs = dict(zip(tiles["image_id"], tiles["thumbnail"], strict=True))
+    rank = {"grad_cam": 0, "integrated_gradients": 1, "guided_backprop": 2}
+    out: dict[str, list[Overlay]] = {}
+    for image_id, group in maps.groupby("image_id", sort=False):
+        thumb = thumbs.get(image_id)
+        if thumb is None:
+            continue
+        base = Image.open(io.BytesIO(bytes(thumb))).convert("RGB")
+        base.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
+        for m in sorted(group.itertuples(), key=lambda m: (rank.get(m.method, 9), m.method)):
+            buffer = io.BytesIO()
+            overlay(base, decode_map(bytes(m.heatmap)), resize, crop, 0.5).save(
+                buffer, "JPEG", quality=OVERLAY_QUALITY, optimize=True)
+            out.setdefault(str(image_id), []).append(Overlay(str(m.method), buffer.getvalue()))
+    return out
+
+
+def with_verdicts(run_id: str, tiles: pd.DataFrame) -> pd.DataFrame:
+    """The tiles with each image's current expert verdict (verdict, note, author), where there is one."""
+    current = verdicts.current_verdicts(run_id)[["image_id", "verdict", "note", "author"]]
+    return tiles.merge(current, on="image_id", how="left")
+
+
+def build(run_id: str, tiles: pd.DataFrame, title: str, words: str, split: str | None,
+          include_paths: bool) -> Gallery:
+    """A Gallery of these tiles of the run: header facts, metrics and confusion of the split, maps, verdicts."""
+    facts = gallery.run_facts(run_id)
+    periods = labels(run_id)
+    image_ids = tiles["image_id"].tolist()
+    dataset_id = str(facts.get("dataset_id") or "")
+    summary = verdicts.expert_summary([run_id])
+    metrics_split = split or "test"
+    return Gallery(
+        title=title, run_id=run_id, export_id=uuid.uuid4().hex, made_at=datetime.now(UTC).replace(tzinfo=None),
+        model=model_words(facts), periods=periods, filter_words=words, tiles=with_verdicts(run_id, tiles),
+        metrics=gallery.headline(run_id, metrics_split), metrics_split=metrics_split,
+        confusion=gallery.confusion(run_id, split), confusion_split=split or "all",
+        overlays=overlay_jpegs(dataset_id, tiles, gallery.predicted_maps(run_id, image_ids)),
+        experts=summary.iloc[0].to_dict() if len(summary) else None,
+        include_paths=include_paths, synthetic=bool(facts.get("synthetic")))
+
+
+def errors_export(f: gallery.GalleryFilter, limit: int, include_paths: bool = False
+                  ) -> tuple[Gallery, pd.DataFrame]:
+    """The Errors filter's first `limit` images as a gallery, and its tiles (for the CSV)."""
+    tiles = gallery.tiles(f.run_id, gallery.export_ids(f, limit))
+    words = filter_words(f)
+    g = build(f.run_id, tiles, f"Period Eye: {words[0].lower()}{words[1:]} ({f.run_id})", f"{words}, {f.sort}",
+              f.split, include_paths)
+    return g, g.tiles
+
+
+def compare_export(right: str, wrong: str, split: str, limit: int, include_paths: bool = False
+                   ) -> tuple[Gallery, pd.DataFrame]:
+    """The images run `right` classifies correctly and run `wrong` does not, as a gallery of `wrong`'s guesses."""
+    tiles = gallery.tiles(wrong, compare.right_wrong_ids(right, wrong, split, "period", limit))
+    words = (f"Paintings of the {split} split that run {right} classifies right and this run ({wrong}) wrong; "
+             f"this run's most confident mistakes first")
+    g = build(wrong, tiles, f"Period Eye: what {wrong} gets wrong and {right} right", words, split, include_paths)
+    return g, g.tiles
+
+
+def gallery_file(g: Gallery) -> bytes:
+    return render(g).encode("utf-8")
 
 
 # OWASP's list of first characters that make a spreadsheet read a cell as a formula.
@@ -88,5 +164,23 @@ def frame_csv(frame: pd.DataFrame) -> bytes:
     return csv_safe(frame).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
 
 
-def gallery_csv(rows: pd.DataFrame) -> bytes:
-    return frame_csv(rows.reindex(columns=CSV_COLUMNS))
+def top3(probs: object, order: list[str]) -> list[object]:
+    """[top1, p1, top2, p2, top3, p3] from a probability vector in the run's label order (None where missing)."""
+    values = np.asarray(probs if probs is not None else [], dtype=float)
+    if values.ndim != 1 or len(values) != len(order):
+        return [None] * 6
+    out: list[object] = []
+    for i in np.argsort(-values, kind="stable")[:3]:
+        out += [order[i], round(float(values[i]), 4)]
+    return out + [None] * (6 - len(out))
+
+
+def gallery_csv(rows: pd.DataFrame, order: list[str] | None = None) -> bytes:
+    """One row per tile: the run, the prediction with its three likeliest periods, the current expert verdict
+    (verdict, note, reviewer), and the painting's metadata."""
+    out = rows.rename(columns={"author": "reviewer"}).copy()
+    if order is not None and "probs" in out:
+        tops = pd.DataFrame([top3(p, order) for p in out["probs"]], columns=["top1", "p1", "top2", "p2", "top3", "p3"],
+                            index=out.index)
+        out = out.drop(columns=[c for c in tops.columns if c in out]).join(tops)
+    return frame_csv(out.reindex(columns=CSV_COLUMNS))

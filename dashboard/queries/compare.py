@@ -112,3 +112,15 @@ def configs(run_ids: Sequence[str]) -> dict[str, str | None]:
     """Each run's stored resolved config (JSON text, grouped by concern), by run."""
     df = query("SELECT run_id, config FROM runs WHERE run_id IN (SELECT unnest(?::TEXT[]))", (list(run_ids),))
     return {str(r.run_id): (None if r.config is None else str(r.config)) for r in df.itertuples()}
+
+
+def right_wrong_ids(right_run: str, wrong_run: str, split: str, task: str, limit: int) -> list[str]:
+    """The first `limit` images of `right_wrong_images` (same order), ids only: what an export of them fetches."""
+    df = query(
+        """SELECT a.image_id FROM predictions a
+           JOIN predictions b ON b.image_id = a.image_id AND b.run_id = ? AND b.task = a.task AND b.split = a.split
+           WHERE a.run_id = ? AND a.split = ? AND a.task = ? AND a.correct AND NOT b.correct
+           ORDER BY b.confidence DESC, a.image_id LIMIT ?""",
+        (wrong_run, right_run, split, task, int(limit)),
+    )
+    return df["image_id"].tolist()

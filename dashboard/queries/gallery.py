@@ -112,3 +112,56 @@ def confusion(run_id: str, split: str | None) -> pd.DataFrame:
                         WHERE run_id = ? AND task = 'period' AND split = ?""", (run_id, split))
     return query("""SELECT true_label, pred_label, sum(count)::INT AS count FROM confusion
                     WHERE run_id = ? AND task = 'period' GROUP BY ALL""", (run_id,))
+
+
+# -- exports: every tile of a filter with what a file needs (probabilities, content hash, path), the run in words
+
+
+def export_ids(f: GalleryFilter, limit: int) -> list[str]:
+    """The first `limit` images of the filter, in its order (no thumbnails: `tiles` fetches those once)."""
+    where, params = f.where()
+    df = query(f"""SELECT p.image_id {_FROM} {_DISAGREEMENT} WHERE {where}
+                   ORDER BY {SORTS.get(f.sort, SORTS['most confident first'])} LIMIT ?""",
+               (f.run_id, *params, int(limit)))
+    return df["image_id"].tolist()
+
+
+def tiles(run_id: str, image_ids: list[str]) -> pd.DataFrame:
+    """The run's period prediction on each image (probability vector too) with its metadata, content hash, path and
+    thumbnail, in the order of `image_ids`."""
+    df = query(f"""
+        SELECT p.run_id, p.image_id, p.split, p.true_label, p.pred_label, p.confidence, p.loss, p.correct, p.probs,
+               i.artist, i.title, i.date, i.path, i.content_hash, i.dataset_id, i.thumbnail
+        {_FROM} WHERE p.run_id = ? AND p.task = 'period' AND p.image_id IN (SELECT unnest(?::TEXT[]))""",
+               (run_id, list(image_ids)))
+    order = {image_id: n for n, image_id in enumerate(image_ids)}
+    return df.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def predicted_maps(run_id: str, image_ids: list[str]) -> pd.DataFrame:
+    """The stored saliency maps that explain the run's guess on each image (one row per image and method)."""
+    return query("""SELECT image_id, method, target_label, heatmap FROM attributions
+                    WHERE run_id = ? AND target_kind = 'predicted' AND image_id IN (SELECT unnest(?::TEXT[]))
+                    ORDER BY image_id, method""", (run_id, list(image_ids)))
+
+
+def run_facts(run_id: str) -> dict[str, object]:
+    """What the gallery header says about a run: its runs row, its collection's name, how many images the model
+    learnt from (its own run's training split, for an evaluation on another collection) and how many periods."""
+    df = query("""
+        SELECT r.run_id, r.backbone, r.strategy, r.freeze_until, r.pretrained, r.config, r.evaluation_of,
+               r.dataset_id, d.name AS dataset, d.synthetic,
+               (SELECT count(*) FROM images i WHERE i.dataset_id = coalesce(parent.dataset_id, r.dataset_id)
+                                                AND i.split = 'train') AS n_train,
+               (SELECT count(*) FROM run_labels l WHERE l.run_id = r.run_id AND l.task = 'period') AS n_periods
+        FROM runs r LEFT JOIN datasets d USING (dataset_id) LEFT JOIN runs parent ON parent.run_id = r.evaluation_of
+        WHERE r.run_id = ?""", (run_id,))
+    return df.iloc[0].to_dict() if len(df) else {"run_id": run_id}
+
+
+def headline(run_id: str, split: str = "test") -> dict[str, float]:
+    """The run's overall metrics on a split (accuracy, balanced_accuracy, macro_f1, n) from the metrics table."""
+    df = query("""SELECT metric, value FROM metrics WHERE run_id = ? AND split = ? AND task = 'period'
+                  AND label IS NULL AND metric IN ('accuracy', 'balanced_accuracy', 'macro_f1', 'n')""",
+               (run_id, split))
+    return {str(r.metric): float(r.value) for r in df.itertuples() if r.value is not None}

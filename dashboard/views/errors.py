@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import state
-from dashboard.export import gallery_csv, gallery_html
+from dashboard.export import errors_export, export_name, filter_slug, gallery_csv, gallery_file
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
 from dashboard.text import md_escape
@@ -103,19 +103,23 @@ pager("page", total, copy="bottom")
 
 with st.expander("Share this gallery"):
     st.write("This page's URL holds every filter: send it to anyone with access to this dashboard. "
-             "Or export a file that opens anywhere, with no server:")
+             "Or export a file that opens anywhere, with no server: it says what the model is and how good, explains "
+             "each tile, shows the saliency maps, and lets an art historian give verdicts and send them back as a "
+             "file (import it on the Annotations page).")
+    paths = st.checkbox("include file paths (can give the label away)", value=False, key="export_paths")
     # Both files are made at once and kept for this filter: a download does not rerun the page (on_click="ignore"),
     # and any later rerun still finds them, so the other button stays until the filter changes.
-    wanted = f.describe()
+    wanted = (f.describe(), paths)
     if st.button(f"Prepare HTML and CSV (first {EXPORT_LIMIT} images)", key="prepare_export"):
-        export_rows = gallery.page(f, EXPORT_LIMIT, 0)
-        title = f"Period Eye — {run_id}"
-        st.session_state["_export"] = (wanted, gallery_html(title, wanted, export_rows, bool(run["synthetic"])),
-                                       gallery_csv(export_rows))
+        with st.spinner("Drawing the saliency maps into the file…"):
+            made, export_rows = errors_export(f, EXPORT_LIMIT, include_paths=paths)
+            name = export_name(run_id, filter_slug(f), made.made_at, "{}")
+            st.session_state["_export"] = (wanted, gallery_file(made), gallery_csv(export_rows, periods), name)
     prepared = st.session_state.get("_export")
     if prepared and prepared[0] == wanted:
-        _, html_file, csv_file = prepared
-        st.download_button("Download HTML gallery", html_file, file_name="period-eye-gallery.html", mime="text/html",
+        _, html_file, csv_file, name = prepared
+        st.download_button("Download HTML gallery", html_file, file_name=name.format("html"), mime="text/html",
                            on_click="ignore", key="download_html")
-        st.download_button("Download CSV", csv_file, file_name="period-eye-gallery.csv", mime="text/csv",
+        st.download_button("Download CSV", csv_file, file_name=name.format("csv"), mime="text/csv",
                            on_click="ignore", key="download_csv")
+        st.caption(f"{md_escape(name.format('html'))}: {len(html_file) / 1e6:.1f} MB")
