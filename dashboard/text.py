@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import re
 
+from pipeline.config import ATTRIBUTION_METHODS
+
 # Characters that mean something anywhere in a line of Markdown: emphasis, code, links and images, strikethrough,
 # Streamlit's :emoji: and :color[…], $math$, tables. (HTML's < > & are escaped as entities.)
 _INLINE = re.compile(r"([\\`*_\[\]()!~$:{}|^])")
@@ -29,3 +31,28 @@ def _escape_line(row: str) -> str:
         cut = match.end(1) + (len(match.group(2)) if match.group(2)[0].isdigit() else 0)
         row = f"{row[:cut]}\\{row[cut:]}"
     return row
+
+
+# Saliency methods in words: their names, and one line on what each map shows (every page and export says the same).
+METHOD_NAMES = {"guided_backprop": "Guided Backprop", "integrated_gradients": "Integrated Gradients",
+                "grad_cam": "Grad-CAM"}
+METHOD_ABOUT = {
+    "guided_backprop": "fine edges and textures whose change would raise the score most (sharp, pixel-level)",
+    "integrated_gradients": "each pixel's share of the score, summed along a path from a black image",
+    "grad_cam": "the coarse regions the last convolutional layer used for the period (blurry, but faithful)",
+}
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method.replace("_", " "))
+
+
+def method_rank(method: str) -> int:
+    """The config's method order on every page; unknown methods after, by name."""
+    return ATTRIBUTION_METHODS.index(method) if method in ATTRIBUTION_METHODS else len(ATTRIBUTION_METHODS)
+
+
+def methods_legend(methods) -> str:
+    """One Markdown line naming what each shown method's map means, in the config's order."""
+    return " · ".join(f"**{method_name(m)}**: {METHOD_ABOUT[m]}" for m in sorted(set(methods), key=method_rank)
+                      if m in METHOD_ABOUT)

@@ -21,26 +21,14 @@ from dashboard.queries import inspector as q
 from dashboard.queries.embedding import neighbours
 from dashboard.queries.runs import artists, labels, runs
 from dashboard.queries.verdicts import annotations_for
-from dashboard.text import md_escape
+from dashboard.text import md_escape, method_name, method_rank, methods_legend
 from dashboard.ui import choose_run, similarity
-from pipeline.config import ATTRIBUTION_METHODS
 from pipeline.heatmaps import colorize, decode_map, overlay
 
-METHOD_NAMES = {"guided_backprop": "Guided Backprop", "integrated_gradients": "Integrated Gradients",
-                "grad_cam": "Grad-CAM"}
 DEFAULT_ALPHA = 0.5  # as on the Upload page
 SPLITS = ["test", "val", "train", "all"]  # the Errors page's choices, its default first
 FILTER_KEYS = ("split", "outcome", "true", "pred", "artist", "cmin", "cmax", "sort")
 RUN_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"]  # Okabe-Ito
-
-
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method.replace("_", " "))
-
-
-def method_rank(method: str) -> int:
-    """The Upload page's order (the config's method order); unknown methods after, by name."""
-    return ATTRIBUTION_METHODS.index(method) if method in ATTRIBUTION_METHODS else len(ATTRIBUTION_METHODS)
 
 
 def errors_filter(run_id: str) -> gallery.GalleryFilter:
@@ -169,6 +157,7 @@ def show_maps(run_id: str, dataset_id: str, image_id: str, thumb: Image.Image) -
         for col, m in zip(cols, group.itertuples(), strict=False):
             col.image(overlay(thumb, decode_map(m.heatmap), resize, crop, alpha), caption=method_name(m.method),
                       width="stretch")
+    st.caption(methods_legend(chosen["method"]))
     show_agreement(q.agreement(dataset_id, image_id), kind)
     show_sanity(run_id, q.sanity(run_id))
 

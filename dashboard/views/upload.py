@@ -16,7 +16,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.queries import store_path, store_version
 from dashboard.queries.runs import labels, runs
-from dashboard.text import md_escape
+from dashboard.text import md_escape, method_name, methods_legend
 from dashboard.ui import choose_run
 from dashboard.uploads import Explained, UploadError, explain_upload, load
 
@@ -74,13 +74,14 @@ def show(result: Explained, alpha: float) -> None:
     else:
         st.subheader(f"What the network looked at for “{md_escape(result.target)}”")
         row(result.overlays(alpha), "")
+    st.caption(methods_legend([*result.maps, *(m for maps in result.member_maps.values() for m in maps)]))
     st.caption("Maps cover the model's input (the center crop of the square-padded image); outside it they are blank.")
 
 
 def row(tiles: dict, prefix: str) -> None:
     """One network's overlays side by side, captioned by method (after `prefix`, the member for an ensemble)."""
     for col, (method, tile) in zip(st.columns(len(tiles)), tiles.items(), strict=True):
-        col.image(tile, caption=md_escape(prefix + method.replace("_", " ")), width="stretch")
+        col.image(tile, caption=md_escape(prefix + method_name(method)), width="stretch")
 
 
 st.title("Upload")
