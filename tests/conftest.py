@@ -92,10 +92,10 @@ def painting_manifest(wikiart: Path, folder: Path, per_style: int = PAINTINGS_PE
     manifest = folder / "paintings.csv"
     with manifest.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["path", "period"])
+        out.writerow(["path", "period", "image_id"])  # ids as an ImageFolder names them (style/file), not absolute
         for style in sorted(d for d in wikiart.iterdir() if d.is_dir()):
             for image in sorted(style.glob("*.jpg"))[:per_style]:
-                out.writerow([str(image.absolute()), style.name])
+                out.writerow([str(image.absolute()), style.name, f"{style.name}/{image.name}"])
     return manifest
 
 
