@@ -59,10 +59,11 @@ def test_save_stores_identity_hash_run_and_time(writable, monkeypatch):
                                       path=writable)
     row = sql(writable, "SELECT * FROM annotations")
     assert len(row) == 1
-    aid, ds, img, digest, run, verdict, note, author, created = row[0]
+    aid, ds, img, digest, run, verdict, note, author, created, revises, withdrawn, source = row[0]
     assert (aid, ds, img, digest, run) == (annotation_id, dataset_id, image_id, content_hash, RUN)
     assert uuid.UUID(aid).version == 4
     assert (verdict, note, author) == ("label wrong", "a Vermeer, surely", "Ada")
+    assert (revises, withdrawn, source) == (None, False, "dashboard")
     assert abs(created - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=1)
     listed = verdicts.list_annotations()
     assert listed["annotation_id"].tolist() == [annotation_id] and listed["image_id"].iloc[0] == image_id
@@ -159,6 +160,89 @@ def test_annotations_page_refuses_a_nameless_verdict(writable, monkeypatch):
     at.button[0].click().run()
     assert not at.exception and "Give your name" in at.error[0].value
     assert sql(writable, "SELECT count(*) FROM annotations")[0][0] == 0
+
+
+def test_edit_and_withdraw_on_the_page_keep_the_history(writable, monkeypatch):
+    dataset_id, image_id, _ = an_image(writable)
+    first = verdicts.save_annotation(dataset_id, image_id, RUN, "ambiguous", "not sure", "Ada", path=writable)
+    at = app(monkeypatch, writable, "annotations.py", run=RUN, image=image_id)
+    edit = next(r for r in at.radio if r.label == "New verdict")
+    assert edit.value == "ambiguous"
+    edit.set_value("label wrong")
+    next(b for b in at.button if b.label == "Save new version").click().run()
+    assert "Give your name" in at.error[0].value  # an edit is signed too
+    next(t for t in at.text_input if t.label == "Changed by").input("Ada")
+    next(b for b in at.button if b.label == "Save new version").click().run()
+    assert not at.exception and "Saved a new version." in at.success[0].value
+    assert at.dataframe[-1].value["verdict"].tolist() == ["label wrong"]  # the list: current annotations only
+    history = next(d for d in at.dataframe if "current" in d.value.columns).value
+    assert history["verdict"].tolist() == ["label wrong", "ambiguous"] and history["current"].tolist() == [True, False]
+    next(b for b in at.button if b.label == "Withdraw it").click().run()
+    assert "Withdrawn" in at.success[0].value and "No annotations yet." in [c.value for c in at.caption]
+    at.toggle[0].set_value(True).run()
+    assert at.query_params["versions"] == "all"
+    assert at.dataframe[-1].value["withdrawn"].tolist() == [True, False, False]
+    assert sql(writable, "SELECT count(*) FROM annotations WHERE annotation_id = ?", [first])[0][0] == 1
+
+
+def test_the_upload_box_imports_a_verdicts_file_and_says_what_it_did(writable, monkeypatch):
+    from tests.test_annotations_import import EXPORT, verdicts_csv
+    from tests.test_annotations_import import row as verdict_row
+
+    dataset_id, image_id, content_hash = an_image(writable)
+    data = verdicts_csv([verdict_row(image_id, "label wrong", "'=1+1 is a formula", run=RUN, content_hash=content_hash),
+                         verdict_row(image_id, "no such verdict", run=RUN, content_hash=content_hash, reviewer="Bea")])
+    at = app(monkeypatch, writable, "annotations.py", run=RUN)
+    assert list(at.get("file_uploader"))  # a reviewer (nothing configured) sees the box
+    report = verdicts.import_verdicts(data, path=writable)  # the box's call (AppTest cannot drop a file; the browser
+    # test does)
+    assert report.lines()[:2] == ["1 added, 0 already there, 1 skipped",
+                                  "row 3: unknown verdict 'no such verdict' (one of: model right, label wrong, "
+                                  "ambiguous, outside its period)"]
+    assert sql(writable, "SELECT note, source FROM annotations") == [("=1+1 is a formula", "import:" + EXPORT)]
+
+
+def test_a_viewer_reads_but_cannot_annotate_or_import(writable, monkeypatch):
+    for name in ("PERIODEYE_REVIEWER_PASSWORD", "PERIODEYE_NO_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PERIODEYE_VIEWER_PASSWORD", "look")
+    dataset_id, image_id, _ = an_image(writable)
+    verdicts.save_annotation(dataset_id, image_id, RUN, "ambiguous", "", "Ada", path=writable)
+    monkeypatch.setenv("PERIODEYE_STORE", str(writable))
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "Home.py"), default_timeout=120)
+    at.secrets = {"unrelated": "x"}
+    at.run()
+    at.text_input(key="_access_password_field").input("look")
+    at.button[0].click().run()
+    at.switch_page("views/annotations.py")
+    at.query_params["run"], at.query_params["image"] = RUN, image_id
+    at.run()
+    assert not at.exception
+    assert any("read-only" in i.value for i in at.info)
+    labels = [w.label for w in [*at.radio, *at.button, *at.text_input]]
+    assert not {"Verdict", "Save annotation", "Save new version", "Your name"} & set(labels)
+    assert not list(at.get("file_uploader")) and at.dataframe[-1].value["verdict"].tolist() == ["ambiguous"]
+    at.query_params["review"] = "1"
+    at.run()
+    assert not at.exception and not [b for b in at.button if b.label in verdicts.VERDICTS]
+
+
+def test_review_mode_steps_through_the_errors_filter(writable, monkeypatch):
+    errors = sql(writable, """SELECT image_id FROM predictions WHERE run_id = ? AND split = 'test' AND NOT correct
+                             AND task = 'period' ORDER BY confidence DESC, image_id""", [RUN])
+    at = app(monkeypatch, writable, "annotations.py", run=RUN, review="1")
+    assert any(f"**1 of {len(errors)}**" in m.value for m in at.markdown)
+    assert at.query_params["image"] == errors[0][0]
+    at.text_input(key="review_author").input("Ada")
+    next(b for b in at.button if b.label == "label wrong").click().run()
+    assert not at.exception and any(f"**2 of {len(errors)}**" in m.value for m in at.markdown)
+    assert at.query_params["image"] == errors[1][0]
+    assert sql(writable, "SELECT image_id, verdict, author FROM annotations") == [(errors[0][0], "label wrong", "Ada")]
+    next(b for b in at.button if b.label == "skip →").click().run()
+    assert at.query_params["image"] == errors[2][0] and sql(writable, "SELECT count(*) FROM annotations")[0][0] == 1
+    assert at.dataframe[-1].value["image_id"].tolist() == [errors[0][0]]
+    at = app(monkeypatch, writable, "annotations.py", run=RUN, review="1", cmin="0.999")
+    assert any("nothing to review" in i.value for i in at.info)
 
 
 # ---------------------------------------------------------------- upload
