@@ -53,9 +53,9 @@ def filter_slug(f: gallery.GalleryFilter) -> str:
 
 def filter_words(f: gallery.GalleryFilter) -> str:
     """The filter as a sentence a reader outside the project follows."""
-    which = {"wrong": "the model got wrong", "correct": "the model got right", "all": "all"}[f.outcome]
-    split = f"{f.split} split" if f.split else "every split (train, val and test)"
-    text = f"paintings of the {split}, {which}" if f.outcome != "all" else f"all paintings of the {split}"
+    split = f"the {f.split} split" if f.split else "every split (train, val and test)"
+    which = {"wrong": " that the model got wrong", "correct": " that the model got right"}.get(f.outcome, "")
+    text = f"{'all p' if f.outcome == 'all' else 'p'}aintings of {split}{which}"
     if f.true:
         text += ", labelled " + " or ".join(f.true)
     if f.pred:

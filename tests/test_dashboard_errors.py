@@ -7,11 +7,9 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import duckdb
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.export import gallery_html
 from tests.conftest import copy_store, open_dashboard, sql
 
 
@@ -192,30 +190,6 @@ def test_inspector_shows_probabilities_maps_and_neighbours(monkeypatch, demo_sto
 def test_inspector_on_a_store_without_attributions(monkeypatch, store_without_attributions):
     at = app(monkeypatch, store_without_attributions, "inspector.py")
     assert any("No saliency maps" in i.value for i in at.info)
-
-
-def test_html_export_escapes_every_text():
-    rows = pd.DataFrame([{
-        "image_id": "x<1>.jpg", "true_label": "Baroque", "pred_label": "Rococo<b>", "confidence": 0.9, "loss": 1.0,
-        "correct": False, "artist": "A & B", "title": "<script>alert('x')</script>", "date": "1600",
-        "annotation_text": "label wrong: <img src=x onerror=alert(1)> (me)", "thumbnail": b"\xff\xd8fake",
-        "split": "test",
-    }])
-    page = gallery_html("Gallery <i>", "run <r>", rows)
-    assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
-    assert "<img src=x" not in page and "Rococo&lt;b&gt;" in page and "A &amp; B" in page
-    assert "Gallery &lt;i&gt;" in page and "data:image/jpeg;base64," in page
-
-
-def test_html_export_explains_its_captions_and_names_splits_when_they_differ():
-    row = {"image_id": "a.jpg", "true_label": "Baroque", "pred_label": "Rococo", "confidence": 0.94, "loss": 1.0,
-           "correct": False, "artist": "A", "title": "T", "date": "1700", "annotation_text": None,
-           "thumbnail": b"\xff\xd8", "split": "test"}
-    one_split = gallery_html("g", "split test", pd.DataFrame([row, {**row, "image_id": "b.jpg"}]))
-    assert "true period → model's guess</span> (right)" in one_split
-    assert "(94%)" in one_split and "· test" not in one_split
-    mixed = gallery_html("g", "split all", pd.DataFrame([row, {**row, "image_id": "b.jpg", "split": "train"}]))
-    assert "(94% · test)" in mixed and "(94% · train)" in mixed
 
 
 IMAGE_TITLE = "![t](http://127.0.0.1:8799/p.png)"  # made the browser fetch an outside image on the Errors page

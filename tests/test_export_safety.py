@@ -19,26 +19,27 @@ def cells(data: bytes) -> list[dict[str, str]]:
 
 
 def gallery_rows(**text) -> pd.DataFrame:
-    row = {"image_id": "a.jpg", "split": "test", "true_label": "Baroque", "pred_label": "Rococo", "confidence": 0.9,
-           "loss": -1.5, "correct": False, "artist": "A", "title": "T", "date": "1600", "annotation_text": None}
+    row = {"run_id": "e/r", "image_id": "a.jpg", "split": "test", "true_label": "Baroque", "pred_label": "Rococo",
+           "confidence": 0.9, "loss": -1.5, "correct": False, "artist": "A", "title": "T", "date": "1600",
+           "verdict": None, "note": None, "author": None}
     return pd.DataFrame([{**row, **text}])
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_gallery_csv_defuses_formulas_in_every_text_column(payload):
-    rows = gallery_rows(image_id=payload, true_label=payload, artist=payload, title=payload, date=payload,
-                        annotation_text=payload)
+    rows = gallery_rows(run_id=payload, image_id=payload, true_label=payload, artist=payload, title=payload,
+                        date=payload, note=payload, author=payload)
     (row,) = cells(gallery_csv(rows))
-    for column in ("image_id", "true_label", "artist", "title", "date", "annotation_text"):
+    for column in ("run_id", "image_id", "true_label", "artist", "title", "date", "note", "reviewer"):
         assert row[column] == "'" + payload, column
         assert not row[column].startswith(FORMULA_STARTS)
     assert row["loss"] == "-1.5" and row["confidence"] == "0.9"  # numbers, negative ones too, untouched
 
 
 def test_plain_text_and_missing_values_are_unchanged():
-    rows = gallery_rows(title="Night Watch (1642) = masterpiece", artist=None, annotation_text="")
+    rows = gallery_rows(title="Night Watch (1642) = masterpiece", artist=None, note="")
     (row,) = cells(gallery_csv(rows))
-    assert row["title"] == "Night Watch (1642) = masterpiece" and row["artist"] == "" and row["annotation_text"] == ""
+    assert row["title"] == "Night Watch (1642) = masterpiece" and row["artist"] == "" and row["note"] == ""
 
 
 def test_a_line_break_inside_a_cell_cannot_start_a_row():

@@ -19,12 +19,14 @@ import streamlit as st
 from scipy.stats import binomtest
 
 from dashboard import state
+from dashboard.export import compare_export, export_name, gallery_file
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
 from dashboard.text import md_escape
 from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, pager
 
 GRID = 8
+EXPORT_LIMIT = 500
 METRIC_NAMES = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
@@ -224,6 +226,28 @@ def disagreement_tab(right: str, wrong: str, split: str, task: str, total: int, 
     page = pager(key, total)
     images = q.right_wrong_images(right, wrong, split, task, PAGE_SIZE, (page - 1) * PAGE_SIZE)
     thumbnail_grid(images)
+    if task == "period":
+        export_gallery(right, wrong, split, total, key)
+
+
+def export_gallery(right: str, wrong: str, split: str, total: int, key: str) -> None:
+    """These disagreements as the Errors page's self-explaining HTML file, made on demand and kept for them."""
+    with st.expander("Share these images as a gallery file"):
+        st.write(f"A file that opens anywhere with no server: {md_escape(wrong)}'s guesses on the images "
+                 f"{md_escape(right)} gets right, with its saliency maps and verdict buttons for an art historian.")
+        paths = st.checkbox("include file paths (can give the label away)", value=False, key=f"w_paths_{key}")
+        wanted = (right, wrong, split, paths)
+        if st.button(f"Prepare HTML gallery (first {min(total, EXPORT_LIMIT):,} images)", key=f"prepare_{key}"):
+            with st.spinner("Drawing the saliency maps into the file…"):
+                made, _ = compare_export(right, wrong, split, EXPORT_LIMIT, include_paths=paths)
+                name = export_name(wrong, f"{split}-wrong-where-{right}-right", made.made_at, "html")
+                st.session_state[f"_export_{key}"] = (wanted, gallery_file(made), name)
+        prepared = st.session_state.get(f"_export_{key}")
+        if prepared and prepared[0] == wanted:
+            _, html_file, name = prepared
+            st.download_button("Download HTML gallery", html_file, file_name=name, mime="text/html",
+                               on_click="ignore", key=f"download_{key}")
+            st.caption(f"{md_escape(name)}: {len(html_file) / 1e6:.1f} MB")
 
 
 st.title("Compare runs")
