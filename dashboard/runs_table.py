@@ -73,3 +73,29 @@ def run_rows(group: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
         curves=[page_url("curves", runs=r) for r in rows["run_id"]],
         compare=[page_url("compare", runs=[r, next((b for b in best if b != r), r)]) for r in rows["run_id"]],
     )
+
+
+# The experts' verdicts per run (test split), a table of its own under the runs (they would not fit beside them).
+VERDICT_SHOWN = ["run_id", "errors", "reviewed_errors", "label_wrong", "model_right", "ambiguous", "outside",
+                 "accuracy", "accuracy_if_experts_right", "review"]
+VERDICT_COLUMNS = {
+    "run_id": st.column_config.TextColumn("run", width=170),
+    "errors": st.column_config.NumberColumn("errors", width=60, help="test paintings the run got wrong"),
+    "reviewed_errors": st.column_config.NumberColumn("reviewed", width=70, help="errors with an expert's verdict"),
+    "label_wrong": st.column_config.NumberColumn("label wrong", width=84, help="the collection's label is wrong"),
+    "model_right": st.column_config.NumberColumn("model right", width=84, help="the model's guess is right"),
+    "ambiguous": st.column_config.NumberColumn("ambiguous", width=80),
+    "outside": st.column_config.NumberColumn("outside its period", width=120,
+                                             help="the painting is outside its period's style"),
+    "accuracy": st.column_config.NumberColumn("accuracy", width=72, format="%.3f", help="on the test split"),
+    "accuracy_if_experts_right": st.column_config.NumberColumn(
+        "if experts are right", width=120, format="%.3f",
+        help="test accuracy counting an error judged 'label wrong' or 'model right' as correct"),
+    "review": st.column_config.LinkColumn("review", width=60, display_text="Review",
+                                          help="step through this run's errors one at a time, giving verdicts"),
+}
+
+
+def verdict_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The expert summary (dashboard.queries.verdicts.expert_summary) with a link to review each run's errors."""
+    return summary.assign(review=[page_url("annotations", run=r, review="1") for r in summary["run_id"]])

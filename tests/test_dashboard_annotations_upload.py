@@ -245,6 +245,24 @@ def test_review_mode_steps_through_the_errors_filter(writable, monkeypatch):
     assert any("nothing to review" in i.value for i in at.info)
 
 
+def test_the_overview_shows_the_experts_verdicts_per_run(writable, monkeypatch):
+    at = app(monkeypatch, writable, "overview.py")
+    assert any("No expert has judged a test error yet" in c.value for c in at.caption)
+    errors = sql(writable, """SELECT i.dataset_id, i.image_id FROM predictions p JOIN runs r USING (run_id)
+                             JOIN images i ON i.dataset_id = r.dataset_id AND i.image_id = p.image_id
+                             WHERE p.run_id = ? AND p.split = 'test' AND NOT p.correct ORDER BY 2 LIMIT 2""", [RUN])
+    (total, right), = sql(writable, """SELECT count(*), count(*) FILTER (correct) FROM predictions
+                                       WHERE run_id = ? AND split = 'test' AND task = 'period'""", [RUN])
+    verdicts.save_annotation(*errors[0], RUN, "label wrong", "", "Ada", path=writable)
+    verdicts.save_annotation(*errors[1], RUN, "ambiguous", "", "Ada", path=writable)
+    at = app(monkeypatch, writable, "overview.py")
+    shown = next(d.value for d in at.dataframe if "accuracy_if_experts_right" in d.value.columns).set_index("run_id")
+    row = shown.loc[RUN]
+    assert (row.errors, row.reviewed_errors, row.label_wrong, row.ambiguous) == (total - right, 2, 1, 1)
+    assert row.accuracy_if_experts_right == pytest.approx((right + 1) / total)
+    assert row.review == "./annotations?run=tiny%2Fhead&review=1"
+
+
 # ---------------------------------------------------------------- upload
 
 

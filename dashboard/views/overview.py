@@ -8,7 +8,8 @@ import streamlit as st
 
 from dashboard.queries import store_path
 from dashboard.queries.runs import datasets, kept_epochs, runs, skipped_summary
-from dashboard.runs_table import COLUMNS, SHOWN, run_rows
+from dashboard.queries.verdicts import expert_summary
+from dashboard.runs_table import COLUMNS, SHOWN, VERDICT_COLUMNS, VERDICT_SHOWN, run_rows, verdict_rows
 from dashboard.text import md_escape
 from dashboard.ui import best_run, kept_note
 
@@ -69,6 +70,18 @@ for dataset_id in order:  # real paintings first, then synthetic; each dataset's
     if note:
         st.caption(note)
     st.plotly_chart(score_chart(shown), width="stretch", key=f"scores_{dataset_id}")
+
+st.subheader("Expert verdicts")
+summary = expert_summary(table["run_id"].tolist())
+reviewed = summary[summary["reviewed_errors"] > 0] if not summary.empty else summary
+if reviewed.empty:
+    st.caption("No expert has judged a test error yet: the Annotations page reviews a run's errors one at a time "
+               "(or imports the verdicts sent back from an exported gallery).")
+else:
+    st.caption("Test errors the experts judged, per run. \"Label wrong\" and \"model right\" errors count as "
+               "correct in the accuracy if the experts are right; the other verdicts (ambiguous, outside its period) "
+               "and unreviewed errors stay errors.")
+    st.dataframe(verdict_rows(reviewed), hide_index=True, column_order=VERDICT_SHOWN, column_config=VERDICT_COLUMNS)
 
 st.subheader("Data")
 st.dataframe(data[["name", "dataset_id", "created_at", "source", "synthetic", "n_images", "n_skipped",
