@@ -87,11 +87,12 @@ def test_next_page_then_both_exports_in_one_visit(page, served, tmp_path):
 
     saved = tmp_path / html_download.value.suggested_filename
     html_download.value.save_as(saved)
-    assert saved.name == "period-eye-gallery.html"
+    assert re.fullmatch(r"period-eye_.+_all-splits-all_\d{4}-\d\d-\d\d\.html", saved.name)  # run, filter, date
     offline = page.context.new_page()
     offline.goto(saved.as_uri())
-    assert offline.title() == f"Period Eye — {run}"
+    assert offline.title().endswith(f"({run})")
     assert offline.locator("figure").count() == exported
-    assert offline.locator(".legend").inner_text().startswith("Each tile: true period → model's guess")
-    decoded = offline.evaluate("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+    assert offline.locator(".legend").inner_text().startswith("How to read a tile")
+    decoded = offline.evaluate("() => [...document.querySelectorAll('button.thumb img')]"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length")
     assert decoded == exported  # real thumbnails, inline
