@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= configs/demo.yaml
 DATA ?=
 
-.PHONY: artifacts test test-fast lint types screenshots bench soak dashboard clean
+.PHONY: artifacts test test-fast lint types screenshots bench soak dashboard share clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml  ## the pinned environment, then Period Eye itself (editable: `periodeye`)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,9 @@ screenshots: $(VENV)/.installed  ## the README's docs/*.png: every page in the b
 
 dashboard: $(VENV)/.installed  ## the dashboard on the store `make artifacts` wrote (or STORE=, PORT=): `periodeye dashboard`
 	$(VENV)/bin/periodeye dashboard $(if $(STORE),--store $(STORE)) $(if $(PORT),--port $(PORT))
+
+share: $(VENV)/.installed  ## the dashboard for colleagues on ADDRESS:PORT (default 0.0.0.0:8501), behind the passwords of .streamlit/secrets.toml or PERIODEYE_*_PASSWORD (README: Share with art historians)
+	$(VENV)/bin/periodeye dashboard --share --address $(or $(ADDRESS),0.0.0.0) --port $(or $(PORT),8501) $(if $(STORE),--store $(STORE))
 
 bench: $(VENV)/.installed  ## speed benchmarks (BENCHMARKS.md); FULL=1: GPU-sized; the dashboard one: python -m benchmarks.dashboard_scale
 	$(PY) -m benchmarks $(if $(FULL),--full)

@@ -204,7 +204,7 @@ def gate() -> None:
 
 
 def _session_box(access: Settings) -> None:
-    """Who is in, and the way out, at the foot of the sidebar."""
+    """Who is in, and the way out, in the sidebar under the menu."""
     name = reviewer_name()
     who = f"{name} ({role()})" if name else (role() or "")
     with st.sidebar:
