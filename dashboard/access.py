@@ -117,7 +117,8 @@ def role() -> str | None:
         return REVIEWER
     given = st.session_state.get(_ROLE)
     if given is None and access.oidc and _signed_in():
-        given = access.role_for_email(st.user.get("email"))
+        email = st.user.get("email")
+        given = access.role_for_email(email if isinstance(email, str) else None)
     return given
 
 
@@ -131,7 +132,7 @@ def reviewer_name() -> str | None:
     name = st.session_state.get(_NAME)
     if not name and settings().oidc and _signed_in():
         name = st.user.get("name") or st.user.get("email")
-    return str(name) if name else None
+    return name if isinstance(name, str) and name else None
 
 
 def exposed() -> bool:
