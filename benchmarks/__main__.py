@@ -18,7 +18,8 @@ from pathlib import Path
 
 from benchmarks import common
 
-BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale")
+BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale",
+              "gallery_export")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,8 +28,10 @@ from pipeline.heatmaps import decode_map, overlay
 
 CSV_COLUMNS = ["run_id", "image_id", "split", "true_label", "pred_label", "confidence", "top1", "p1", "top2", "p2",
                "top3", "p3", "verdict", "note", "reviewer", "artist", "title", "date", "loss", "correct"]
-OVERLAY_SIDE = 160  # px: a map's longer side in the file (500 tiles × 3 maps stay a few MB)
-OVERLAY_QUALITY = 70
+# A map's longer side in the file and its JPEG quality: a tile shows maps two or three a row (~110 px), and 500
+# tiles × 3 maps add ~6 MB at this size against ~10 MB at 160 px (benchmarks/gallery_export.py, BENCHMARKS.md).
+OVERLAY_SIDE = 128
+OVERLAY_QUALITY = 65
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -67,27 +69,33 @@ def filter_words(f: gallery.GalleryFilter) -> str:
     return text[0].upper() + text[1:]
 
 
+METHOD_ORDER = {"grad_cam": 0, "integrated_gradients": 1, "guided_backprop": 2}  # the Inspector's order
+
+
+def overlays_of(thumbnail: bytes, maps: list[tuple[str, bytes]], resize: int, crop: int,
+                side: int = OVERLAY_SIDE, quality: int = OVERLAY_QUALITY) -> list[Overlay]:
+    """One image's stored maps (method, 8-bit PNG) blended over its thumbnail as the Inspector shows them (opacity
+    0.5, placed where the model's input came from), each a JPEG at most `side` px: methods in the Inspector's order."""
+    base = Image.open(io.BytesIO(bytes(thumbnail))).convert("RGB")
+    base.thumbnail((side, side))
+    out = []
+    for method, heatmap in sorted(maps, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[0])):
+        buffer = io.BytesIO()
+        overlay(base, decode_map(bytes(heatmap)), resize, crop, 0.5).save(buffer, "JPEG", quality=quality,
+                                                                          optimize=True)
+        out.append(Overlay(method, buffer.getvalue()))
+    return out
+
+
 def overlay_jpegs(dataset_id: str, tiles: pd.DataFrame, maps: pd.DataFrame) -> dict[str, list[Overlay]]:
-    """Each image's stored maps blended over its thumbnail as the Inspector shows them (opacity 0.5), as small
-    JPEGs; methods in the Inspector's order."""
+    """`overlays_of` for every tile with stored maps, by image id."""
     if maps.empty:
         return {}
     resize, crop = geometry(dataset_id)
     thumbs = dict(zip(tiles["image_id"], tiles["thumbnail"], strict=True))
-    rank = {"grad_cam": 0, "integrated_gradients": 1, "guided_backprop": 2}
-    out: dict[str, list[Overlay]] = {}
-    for image_id, group in maps.groupby("image_id", sort=False):
-        thumb = thumbs.get(image_id)
-        if thumb is None:
-            continue
-        base = Image.open(io.BytesIO(bytes(thumb))).convert("RGB")
-        base.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE))
-        for m in sorted(group.itertuples(), key=lambda m: (rank.get(m.method, 9), m.method)):
-            buffer = io.BytesIO()
-            overlay(base, decode_map(bytes(m.heatmap)), resize, crop, 0.5).save(
-                buffer, "JPEG", quality=OVERLAY_QUALITY, optimize=True)
-            out.setdefault(str(image_id), []).append(Overlay(str(m.method), buffer.getvalue()))
-    return out
+    return {str(image_id): overlays_of(thumbs[image_id], list(zip(group["method"], group["heatmap"], strict=True)),
+                                       resize, crop)
+            for image_id, group in maps.groupby("image_id", sort=False) if thumbs.get(image_id) is not None}
 
 
 def with_verdicts(run_id: str, tiles: pd.DataFrame) -> pd.DataFrame:
