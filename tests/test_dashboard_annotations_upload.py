@@ -166,7 +166,7 @@ def test_edit_and_withdraw_on_the_page_keep_the_history(writable, monkeypatch):
     dataset_id, image_id, _ = an_image(writable)
     first = verdicts.save_annotation(dataset_id, image_id, RUN, "ambiguous", "not sure", "Ada", path=writable)
     at = app(monkeypatch, writable, "annotations.py", run=RUN, image=image_id)
-    edit = next(r for r in at.radio if r.label == "New verdict")
+    edit = next(r for r in at.selectbox if r.label == "New verdict")
     assert edit.value == "ambiguous"
     edit.set_value("label wrong")
     next(b for b in at.button if b.label == "Save new version").click().run()

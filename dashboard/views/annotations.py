@@ -73,13 +73,14 @@ def history_section(dataset_id: str, image_id: str) -> None:
     names = {r.annotation_id: f"{r.verdict} by {r.author} ({r.created_at:%Y-%m-%d %H:%M})"
              for r in current.itertuples()}
     with st.expander("Edit or withdraw a note"):
-        chosen = st.selectbox("Note to change", list(names), format_func=names.get, key="edit_which")
+        # Labels unlike the form's above ("Verdict", "Note", "Your name"): browser tests find those by label.
+        chosen = st.selectbox("Which verdict", list(names), format_func=names.get, key="edit_which")
         old = current.set_index("annotation_id").loc[chosen]
         with st.form("edit"):
-            verdict = st.radio("New verdict", verdicts.VERDICTS, horizontal=True,
-                               index=verdicts.VERDICTS.index(old["verdict"]) if old["verdict"] in verdicts.VERDICTS
-                               else None)
-            note = st.text_area("New note", value=old["note"] if isinstance(old["note"], str) else "")
+            verdict = st.selectbox("New verdict", verdicts.VERDICTS,
+                                   index=verdicts.VERDICTS.index(old["verdict"]) if old["verdict"] in verdicts.VERDICTS
+                                   else None)
+            note = st.text_area("Text of the new version", value=old["note"] if isinstance(old["note"], str) else "")
             author = st.text_input("Changed by", value=default_author())
             save, withdraw = st.columns(2)
             saved = save.form_submit_button("Save new version", icon=":material/edit:")
@@ -164,9 +165,9 @@ def review_maps(run_id: str, dataset_id: str, image_id: str, thumb: Image.Image)
     resize, crop = q.geometry(dataset_id)
     maps = maps.assign(rank=maps["method"].map(method_rank)).sort_values(["rank", "method"], kind="stable")
     st.caption(f"Where the model looked for *{md_escape(maps['target_label'].iloc[0])}* (strongest: red)")
-    cols = st.columns(2)
+    cols = st.columns(4)
     for n, m in enumerate(maps.itertuples()):
-        cols[n % 2].image(overlay(thumb, decode_map(m.heatmap), resize, crop, 0.5), caption=method_name(m.method),
+        cols[n % 4].image(overlay(thumb, decode_map(m.heatmap), resize, crop, 0.5), caption=method_name(m.method),
                           width="stretch")
 
 
@@ -204,21 +205,30 @@ def review_section(table: pd.DataFrame) -> None:
         facts = " · ".join(md_escape(meta[k]) for k in ("artist", "title", "date") if meta[k])
         if facts:
             st.caption(facts)
-        review_maps(run_id, str(meta["dataset_id"]), image_id, thumb)
-    nav = st.columns(2)
-    nav[0].button("← previous", key="review_previous", disabled=where.previous is None, on_click=_go,
-                  args=(where.previous,), width="stretch")
-    nav[1].button("skip →", key="review_skip", disabled=where.next in (None, image_id), on_click=_go,
-                  args=(where.next,), width="stretch")
-    if not access.can_review():
-        return
-    note = st.text_input("Note (optional)", key=f"review_note_{image_id}")
+        if access.can_review():
+            verdict_buttons(run_id, str(meta["dataset_id"]), image_id, where)
+        nav = st.columns(2)
+        nav[0].button("← previous", key="review_previous", disabled=where.previous is None, on_click=_go,
+                      args=(where.previous,), width="stretch")
+        nav[1].button("skip →", key="review_skip", disabled=where.next in (None, image_id), on_click=_go,
+                      args=(where.next,), width="stretch")
+        current = verdicts.annotations_for(str(meta["dataset_id"]), image_id)
+        current = current[current["current"]]
+        if not current.empty:
+            st.caption("Current verdicts on this painting: " + "; ".join(
+                f"{md_escape(r.verdict)} ({md_escape(r.author)})" for r in current.itertuples()))
+    review_maps(run_id, str(meta["dataset_id"]), image_id, thumb)
+
+
+def verdict_buttons(run_id: str, dataset_id: str, image_id: str, where: q.Place) -> None:
+    """Name, note and one button per verdict: a click saves the verdict and moves to the next painting."""
     author = st.text_input("Your name", value=default_author(), key="review_author")
-    buttons = st.columns(len(verdicts.VERDICTS))
-    for col, verdict in zip(buttons, verdicts.VERDICTS, strict=True):
-        if col.button(verdict, key=f"review_{verdict}", width="stretch", type="primary"):
+    note = st.text_input("Note (optional)", key=f"review_note_{image_id}")
+    buttons = st.columns(2)
+    for n, verdict in enumerate(verdicts.VERDICTS):
+        if buttons[n % 2].button(verdict, key=f"review_{verdict}", width="stretch", type="primary"):
             try:
-                verdicts.save_annotation(str(meta["dataset_id"]), image_id, run_id, verdict, note, author)
+                verdicts.save_annotation(dataset_id, image_id, run_id, verdict, note, author)
             except verdicts.AnnotationError as exc:
                 st.error(md_escape(exc, lines=True))
                 return
@@ -227,11 +237,6 @@ def review_section(table: pd.DataFrame) -> None:
             last = where.next in (None, image_id) or where.position == where.total
             _go(image_id if last else where.next)
             st.rerun()
-    current = verdicts.annotations_for(str(meta["dataset_id"]), image_id)
-    current = current[current["current"]]
-    if not current.empty:
-        st.caption("Current verdicts on this painting: " + "; ".join(
-            f"{md_escape(r.verdict)} ({md_escape(r.author)})" for r in current.itertuples()))
 
 
 # ---------------------------------------------------------------- import and the list
