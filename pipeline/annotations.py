@@ -203,10 +203,10 @@ def _check_row(cells: list[str]) -> tuple[str | None, dict]:
             return "no reviewer name", {}
         return f"reviewer name over {MAX_AUTHOR} or note over {MAX_NOTE} characters", {}
     try:
-        row["time"] = _parse_time(row["time"])
+        when = _parse_time(row["time"])
     except ValueError:
         return f"time {row['time'][:40]!r} is not an ISO 8601 UTC time (like 2026-03-01T12:00:00.000Z)", {}
-    return None, row
+    return None, {**row, "time": when}
 
 
 def import_verdicts(con: duckdb.DuckDBPyConnection, data: bytes) -> ImportReport:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from dashboard.queries import query, store_path
 from dashboard.queries.reader import READER
-from pipeline import annotations
+from pipeline import annotations as writer
 from pipeline import store as pipeline_store
 from pipeline.annotations import CURRENT, MAX_AUTHOR, MAX_NOTE, VERDICTS, AnnotationError
 
@@ -78,26 +78,26 @@ def _writing(path: str | Path | None, write):
 def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict: str, note: str, author: str,
                     path: str | Path | None = None) -> str:
     """Store one verdict on an image (as seen by a run) and return its id; raises AnnotationError."""
-    annotations.checked(verdict, note, author)  # before waiting for the store
-    return _writing(path, lambda con: annotations.save(con, dataset_id, image_id, run_id, verdict, note, author))
+    writer.checked(verdict, note, author)  # before waiting for the store
+    return _writing(path, lambda con: writer.save(con, dataset_id, image_id, run_id, verdict, note, author))
 
 
 def revise_annotation(annotation_id: str, verdict: str, note: str, author: str, path: str | Path | None = None
                       ) -> str:
     """A new version of a current annotation; returns its id."""
-    annotations.checked(verdict, note, author)
-    return _writing(path, lambda con: annotations.revise(con, annotation_id, verdict, note, author))
+    writer.checked(verdict, note, author)
+    return _writing(path, lambda con: writer.revise(con, annotation_id, verdict, note, author))
 
 
 def withdraw_annotation(annotation_id: str, author: str, path: str | Path | None = None) -> str:
     """Withdraw a current annotation (kept in its history); returns the withdrawal's id."""
-    return _writing(path, lambda con: annotations.withdraw(con, annotation_id, author))
+    return _writing(path, lambda con: writer.withdraw(con, annotation_id, author))
 
 
-def import_verdicts(data: bytes, path: str | Path | None = None) -> annotations.ImportReport:
+def import_verdicts(data: bytes, path: str | Path | None = None) -> writer.ImportReport:
     """Bring an exported gallery's verdicts file into the store (pipeline.annotations.import_verdicts)."""
-    annotations.read_verdicts(data)  # a file that is not one fails before waiting for the store
-    return _writing(path, lambda con: annotations.import_verdicts(con, data))
+    writer.read_verdicts(data)  # a file that is not one fails before waiting for the store
+    return _writing(path, lambda con: writer.import_verdicts(con, data))
 
 
 def annotations_for(dataset_id: str, image_id: str) -> pd.DataFrame:

@@ -250,10 +250,10 @@ def import_section() -> None:
         upload = st.file_uploader("Verdicts file (CSV)", type=["csv"], key="verdicts_upload")
         if upload is not None and st.session_state.get("_import_done") != upload.file_id:
             st.session_state["_import_done"] = upload.file_id
-            if upload.size > verdicts.annotations.MAX_BYTES:
+            if upload.size > verdicts.writer.MAX_BYTES:
                 st.session_state["_import_report"] = ("error", [
                     f"The file is {upload.size / 1e6:.1f} MB; a verdicts file may be at most "
-                    f"{verdicts.annotations.MAX_BYTES / 1e6:.0f} MB."])
+                    f"{verdicts.writer.MAX_BYTES / 1e6:.0f} MB."])
             else:
                 try:
                     report = verdicts.import_verdicts(upload.getvalue())
