@@ -340,7 +340,7 @@ def test_upload_page_shows_probabilities_and_overlays_or_an_error(store_without_
     assert not at.error
     assert len(at.get("plotly_chart")) == 1
     captions = [c for image in at.get("image") for c in image.captions]
-    assert captions == ["your upload", "guided backprop", "integrated gradients", "grad cam"]
+    assert captions == ["your upload", "Guided Backprop", "Integrated Gradients", "Grad-CAM"]
     assert at.slider(key="w_alpha").value == 0.8
 
 

@@ -169,7 +169,7 @@ def test_the_upload_page_shows_each_members_maps(home: Path, monkeypatch) -> Non
     at = open_dashboard(home / "store.duckdb", monkeypatch, "upload.py", run=ENSEMBLE)
     assert not at.error and len(at.get("plotly_chart")) == 1
     captions = [c for image in at.get("image") for c in image.captions]
-    assert captions == ["your upload", "tiny/a · grad cam", "tiny/b · grad cam"]
+    assert captions == ["your upload", "tiny/a · Grad-CAM", "tiny/b · Grad-CAM"]
     assert any("each member's own saliency maps" in c.value for c in at.caption)
     assert "What each member looked at" in at.subheader[0].value
 
