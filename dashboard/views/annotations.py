@@ -14,19 +14,17 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from dashboard import access, state
+from dashboard import access, filters, state
 from dashboard.export import frame_csv
 from dashboard.queries import gallery, verdicts
 from dashboard.queries import inspector as q
-from dashboard.queries.runs import artists, labels, runs
+from dashboard.queries.runs import runs
 from dashboard.text import md_escape, method_name, method_rank
 from dashboard.ui import choose_run
 from pipeline.heatmaps import decode_map, overlay
 
 READ_ONLY = ("You are signed in as a viewer: annotations are read-only here (saving, editing, withdrawing and "
              "importing verdicts are for reviewers).")
-FILTER_KEYS = ("split", "outcome", "true", "pred", "artist", "cmin", "cmax", "sort")  # the Errors page's
-SPLITS = ["test", "val", "train", "all"]
 
 
 def image_label(candidates) -> dict[str, str]:
@@ -138,19 +136,6 @@ def annotate_section(table: pd.DataFrame) -> None:
 # ---------------------------------------------------------------- review mode
 
 
-def errors_filter(run_id: str) -> gallery.GalleryFilter:
-    """The Errors page's filter from its URL keys (absent or unknown values: the Errors page's defaults)."""
-    periods, known_artists = labels(run_id), set(artists(run_id))
-    split, outcome, sort = state.get("split", "test"), state.get("outcome", "wrong"), state.get("sort", "")
-    return gallery.GalleryFilter(
-        run_id, None if split == "all" or split not in SPLITS else split,
-        [t for t in state.get_list("true") if t in periods], [p for p in state.get_list("pred") if p in periods],
-        [a for a in state.get_list("artist") if a in known_artists],
-        outcome if outcome in gallery.OUTCOMES else "wrong",
-        state.get_float("cmin", 0.0), state.get_float("cmax", 1.0),
-        sort if sort in gallery.SORTS else "most confident first")
-
-
 def _go(image_id: str | None) -> None:
     state.put(image=image_id)
 
@@ -175,8 +160,8 @@ def review_section(table: pd.DataFrame) -> None:
     """One painting of the Errors filter at a time; a verdict button saves and moves to the next."""
     st.subheader("Review")
     run_id = choose_run(table)
-    f = errors_filter(run_id)
-    link = "errors?" + urlencode({"run": run_id, **{k: state.get_list(k) for k in FILTER_KEYS}}, doseq=True)
+    f = filters.errors_filter(run_id)
+    link = "errors?" + urlencode({"run": run_id, **filters.params()}, doseq=True)
     first = gallery.page(f, 1, 0, thumbnails=False)
     if first.empty:
         st.info(f"No painting in [this Errors filter]({link}): nothing to review.")

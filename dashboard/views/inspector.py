@@ -15,40 +15,18 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from dashboard import state
+from dashboard import filters, state
 from dashboard.queries import gallery
 from dashboard.queries import inspector as q
 from dashboard.queries.embedding import neighbours
-from dashboard.queries.runs import artists, labels, runs
+from dashboard.queries.runs import runs
 from dashboard.queries.verdicts import annotations_for
 from dashboard.text import md_escape, method_name, method_rank, methods_legend
 from dashboard.ui import choose_run, similarity
 from pipeline.heatmaps import colorize, decode_map, overlay
 
 DEFAULT_ALPHA = 0.5  # as on the Upload page
-SPLITS = ["test", "val", "train", "all"]  # the Errors page's choices, its default first
-FILTER_KEYS = ("split", "outcome", "true", "pred", "artist", "cmin", "cmax", "sort")
 RUN_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"]  # Okabe-Ito
-
-
-def errors_filter(run_id: str) -> gallery.GalleryFilter:
-    """The Errors page's filter, read from the same URL keys (absent keys: the Errors page's defaults)."""
-    periods, known_artists = labels(run_id), set(artists(run_id))
-    split = state.get("split", "test")
-    outcome = state.get("outcome", "wrong")
-    sort = state.get("sort", "most confident first")
-    return gallery.GalleryFilter(
-        run_id, None if split == "all" or split not in SPLITS else split,
-        [t for t in state.get_list("true") if t in periods], [p for p in state.get_list("pred") if p in periods],
-        [a for a in state.get_list("artist") if a in known_artists],
-        outcome if outcome in gallery.OUTCOMES else "wrong",
-        state.get_float("cmin", 0.0), state.get_float("cmax", 1.0),
-        sort if sort in gallery.SORTS else "most confident first")
-
-
-def filter_params() -> dict[str, list[str]]:
-    """The Errors filter's URL keys as they are now, to carry into links."""
-    return {k: state.get_list(k) for k in FILTER_KEYS if state.get_list(k)}
 
 
 def go_to(image_id: str) -> None:
@@ -65,7 +43,7 @@ def stepper(f: gallery.GalleryFilter, image_id: str) -> None:
                     on_click=go_to, args=(where.previous,), width="stretch")
     next_col.button(f"next {noun} →", key="next_image", disabled=where.next is None or where.next == image_id,
                     on_click=go_to, args=(where.next,), width="stretch")
-    link = "errors?" + urlencode({"run": f.run_id, **filter_params()}, doseq=True)
+    link = "errors?" + urlencode({"run": f.run_id, **filters.params()}, doseq=True)
     if where.position is None:
         info_col.markdown(f"Not in [this Errors filter]({link}) ({where.total:,} images): next goes to its first.")
     else:
@@ -209,7 +187,7 @@ def show_neighbours(run_id: str, image_id: str) -> None:
     cols = st.columns(len(near))
     for col, n in zip(cols, near.itertuples(), strict=True):  # one query brought the neighbours' thumbnails too
         col.image(bytes(n.thumbnail), width="stretch")
-        link = "inspector?" + urlencode({"run": run_id, "image": n.image_id, **filter_params()}, doseq=True)
+        link = "inspector?" + urlencode({"run": run_id, "image": n.image_id, **filters.params()}, doseq=True)
         col.markdown(f"{md_escape(n.period)}  \ncosine similarity {similarity(n.similarity)}  \n[inspect]({link})")
 
 
@@ -218,7 +196,7 @@ table = runs()
 
 run_id = choose_run(table)
 dataset_id = q.run_dataset(run_id)
-errors = errors_filter(run_id)
+errors = filters.errors_filter(run_id)
 picks = q.candidates(errors)
 ids = picks["image_id"].tolist()
 described = {r.image_id: f"{r.image_id} — {r.true_label} → {r.pred_label} ({r.confidence:.0%})"
