@@ -130,7 +130,7 @@ def legend(g: Gallery) -> str:
             "<li><b>Tap a picture</b> to see what the model looked at: each map colours the parts of the painting "
             "that drove its guess, from none (the painting shows through) through red and yellow to white "
             f"(strongest). Each map is scaled to its own strongest pixels.<ul>{methods}</ul></li>"
-            "<li><b>Your verdict</b>: model right (the label is what is wrong, or the model is defensible), label "
+            "<li><b>Your verdict</b>: model right (its guess is defensible for this painting), label "
             "wrong, ambiguous, or outside its period (the painting belongs to none of these). Add a note if you "
             "like. Verdicts stay in this browser; <b>Download my verdicts</b> saves them as a file to send back."
             "</li></ul></section>")
