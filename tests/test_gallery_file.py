@@ -198,3 +198,13 @@ def test_an_export_from_a_real_store_embeds_maps_escapes_titles_and_carries_verd
                if r["image_id"] == image_id)
     assert (row["verdict"], row["reviewer"], row["run_id"]) == ("label wrong", "Ana", run_id)
     assert row["top1"] == row["pred_label"] and float(row["p1"]) >= float(row["p2"]) >= float(row["p3"])
+
+
+def test_the_header_says_what_the_experts_found_when_they_judged_errors():
+    summary = {"run_id": "exp/run-1", "errors": 40, "reviewed_errors": 12, "label_wrong": 7, "model_right": 2,
+               "ambiguous": 2, "outside": 1, "accuracy": 0.8, "accuracy_if_experts_right": 0.818}
+    page = render(a_gallery([tile("a.jpg", "Baroque", "Rococo")], experts=summary))
+    assert ("have judged 12 of the model's 40 test errors: 7 label wrong, 2 model right, 2 ambiguous, 1 outside its "
+            "period; if the experts are right, the model's accuracy is 82% instead of 80%") in page
+    assert "Experts so far" not in render(a_gallery([tile("a.jpg", "Baroque", "Rococo")],
+                                                    experts={**summary, "reviewed_errors": 0}))
