@@ -199,7 +199,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", address,
                "--browser.gatherUsageStats", "false"]
     if args.share:
-        command += ["--client.toolbarMode", "viewer", "--server.headless", "true"]
+        # colleagues see no Deploy button or developer menu, and a failing page shows its message, not our traceback
+        command += ["--client.toolbarMode", "viewer", "--client.showErrorDetails", "type", "--server.headless", "true"]
     if args.port is not None:
         command += ["--server.port", str(args.port)]
     command += ["--", "--store", str(Path(store_path(args)).resolve())]

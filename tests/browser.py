@@ -47,10 +47,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(store: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run` over `store`; returns once /_stcore/health answers (or raises, naming the log)."""
+def start_server(store: Path, log_path: Path, settings: dict[str, str] | None = None
+                 ) -> tuple[subprocess.Popen, str]:
+    """`streamlit run` over `store` with environment `settings` added; returns once /_stcore/health answers (or
+    raises, naming the log). Passwords in the developer's own environment stay out: no gate unless a test sets one."""
     port = free_port()
-    env = {**os.environ, "PERIODEYE_STORE": str(store)}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PASSWORD")}
+    env.update(settings or {}, PERIODEYE_STORE=str(store))
     log = log_path.open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "Home.py"),

@@ -11,6 +11,10 @@ from tests.browser import browser, page, served  # noqa: F401  (the browser suit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# A developer's own dashboard passwords would put every page test behind the gate: tests that want one set it.
+for _name in ("PERIODEYE_REVIEWER_PASSWORD", "PERIODEYE_VIEWER_PASSWORD", "PERIODEYE_NO_PASSWORD"):
+    os.environ.pop(_name, None)
+
 
 def shared_datasets_dir() -> Path:
     return Path(os.environ.get("PAINTINGS_SHARED", REPO_ROOT.parent / "shared" / "datasets"))

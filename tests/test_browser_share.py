@@ -28,11 +28,9 @@ def shared(real_store, tmp_path_factory) -> Iterator[Served]:
     """A dashboard served as `make share` serves it, over a private copy of the real store (its writes stay here)."""
     folder = tmp_path_factory.mktemp("shared")
     store = copy_store(real_store, folder / "store")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PERIODEYE_REVIEWER_PASSWORD", REVIEWER)
-        env.setenv("PERIODEYE_VIEWER_PASSWORD", VIEWER)
-        env.setenv("STREAMLIT_CLIENT_TOOLBAR_MODE", "viewer")  # --client.toolbarMode viewer, as --share sets it
-        server, url = start_server(store, folder / "server.log")
+    server, url = start_server(store, folder / "server.log", {
+        "PERIODEYE_REVIEWER_PASSWORD": REVIEWER, "PERIODEYE_VIEWER_PASSWORD": VIEWER,
+        "STREAMLIT_CLIENT_TOOLBAR_MODE": "viewer"})  # --client.toolbarMode viewer, as --share sets it
     try:
         yield Served(url, store)
     finally:
