@@ -30,11 +30,11 @@ def test_an_expert_saves_a_verdict_through_the_form(served, page):
 
 
 def listed(page) -> int:
-    """How many annotations the page's list says it holds."""
-    if page.get_by_text("No annotations yet.").count():
-        return 0
-    return int(page.get_by_text(re.compile(r"current annotations · times in UTC")).inner_text().split()[0]
-               .replace(",", ""))
+    """How many annotations the page's list says it holds (waiting for the list: the page may still be drawing)."""
+    none = page.get_by_text("No annotations yet.")
+    some = page.get_by_text(re.compile(r"current annotations · times in UTC"))
+    none.or_(some).first.wait_for(timeout=60_000)
+    return 0 if none.count() else int(some.inner_text().split()[0].replace(",", ""))
 
 
 def test_a_reviewer_uploads_a_verdicts_file_and_the_list_grows(served, page, tmp_path):

@@ -1,6 +1,6 @@
 """The exported gallery opened from disk in a real browser, as an art historian receives it: no request leaves the
 page, a tap on a painting shows its saliency maps, verdicts and a note survive a reload, and "Download my verdicts"
-writes the periodeye-verdicts/1 CSV (one row per judged painting)."""
+writes the periodeye-verdicts/1 CSV (one row per judged painting), which the Annotations page imports once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import duckdb
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import PHONE, shots_dir
+from tests.browser import PHONE, open_page, shots_dir, wait_for_app
+from tests.conftest import sql
+from tests.test_browser_annotations_upload import listed
 
 pytestmark = pytest.mark.browser
 
@@ -102,3 +104,18 @@ def test_verdicts_given_in_the_file_survive_a_reload_and_download_as_the_agreed_
         assert r["content_hash"] == hashes[r["image_id"]]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"])
     assert asked == []  # opened from disk, it asked the network for nothing
+
+    # ... and the verdicts come back: uploaded on the Annotations page they join the list; uploaded again, nothing
+    returned = tmp_path / download.value.suggested_filename
+    download.value.save_as(returned)
+    before = None
+    for report in ("3 added, 0 already there, 0 skipped", "0 added, 3 already there, 0 skipped"):  # a later visit
+        open_page(page, served, "annotations")
+        before = listed(page) if before is None else before
+        page.get_by_text("Import verdicts from an exported gallery").click()
+        page.locator("input[type='file']").set_input_files(str(returned))
+        page.get_by_text(report).wait_for(timeout=60_000)
+        wait_for_app(page)
+        assert listed(page) == before + 3
+    assert sorted(sql(served.store, "SELECT verdict, note FROM annotations WHERE author = 'Ana Ruiz'")) == sorted(
+        (verdict, note or None) for verdict, note in given.values())
