@@ -83,3 +83,15 @@ def test_an_older_store_gains_the_history_columns_and_keeps_its_annotations(smal
     assert verdicts.list_annotations()["annotation_id"].tolist() == ["old"]  # an old row is current
     verdicts.revise_annotation("old", "label wrong", "", "Ada", path=small)
     assert verdicts.list_annotations()["verdict"].tolist() == ["label wrong"]
+
+
+def test_a_gallery_tile_counts_and_shows_current_versions_only(small):
+    from dashboard.queries import gallery
+
+    first = verdicts.save_annotation("d", "i2", "e/r1", "ambiguous", "not sure", "Ada", path=small)
+    verdicts.revise_annotation(first, "label wrong", "a Vermeer", "Ada", path=small)
+    gone = verdicts.save_annotation("d", "i2", "e/r1", "model right", "", "Bea", path=small)
+    verdicts.withdraw_annotation(gone, "Bea", path=small)
+    tiles = gallery.page(gallery.GalleryFilter("e/r1", None, outcome="all"), 50, thumbnails=False)
+    tile = tiles.set_index("image_id").loc["i2"]
+    assert (tile["annotations"], tile["annotation_text"]) == (1, "label wrong: a Vermeer (Ada)")

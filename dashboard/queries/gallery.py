@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from dashboard.queries import query
+from pipeline.annotations import CURRENT
 
 SORTS = {
     "least confident first": "p.confidence ASC, p.image_id",
@@ -88,16 +89,16 @@ def page(f: GalleryFilter, limit: int, offset: int = 0, thumbnails: bool = True)
     """One page of tiles: labels, confidence, metadata, annotation count (and thumbnails).
 
     Notes are matched by content hash, as the Annotations page does: a note made on an earlier version of the
-    dataset (or on the same painting elsewhere) still shows on its tile."""
+    dataset (or on the same painting elsewhere) still shows on its tile. Only current versions count."""
     where, params = f.where()
     thumb = ", i.thumbnail" if thumbnails else ""
     sql = f"""
         SELECT p.image_id, p.true_label, p.pred_label, p.confidence, p.loss, p.correct, p.split,
                i.artist, i.title, i.date, i.dataset_id, ag.disagreement,
-               (SELECT count(*) FROM annotations a WHERE a.content_hash = i.content_hash) AS annotations,
+               (SELECT count(*) FROM {CURRENT} a WHERE a.content_hash = i.content_hash) AS annotations,
                (SELECT string_agg(a.verdict || coalesce(': ' || a.note, '') || ' (' || coalesce(a.author, '?') || ')',
                                   '; ')
-                FROM annotations a WHERE a.content_hash = i.content_hash) AS annotation_text
+                FROM {CURRENT} a WHERE a.content_hash = i.content_hash) AS annotation_text
                {thumb}
         {_FROM} {_DISAGREEMENT}
         WHERE {where}
