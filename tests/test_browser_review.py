@@ -23,10 +23,14 @@ def position(page) -> tuple[int, int]:
 
 def test_a_verdict_button_saves_and_moves_to_the_next_painting(served, page):
     reviewer = f"Reviewer {uuid.uuid4().hex[:6]}"
-    open_page(page, served, "annotations?review=1")
+    open_page(page, served, "errors?outcome=wrong")  # the Errors page's wrong predictions: what there is to review
+    errors = int(page.get_by_role("heading", name=re.compile(r"^\d+ images$")).inner_text().split()[0])
+    page.get_by_role("link", name="Review these one by one").click()
+    wait_for_app(page)
     page.get_by_text("The model's guess:").wait_for(timeout=30_000)
+    assert "review=1" in page.url and "outcome=wrong" in page.url
     at, total = position(page)
-    assert at == 1 and total > 1
+    assert at == 1 and total == errors > 1
     first = re.search(r"image=([^&]+)", page.url).group(1)
     page.get_by_label("Your name").fill(reviewer)
     page.get_by_role("button", name="outside its period", exact=True).click()

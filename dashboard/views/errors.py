@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import state
+from dashboard import access, filters, state
 from dashboard.export import errors_export, export_name, filter_slug, gallery_csv, gallery_file
 from dashboard.queries import gallery
 from dashboard.queries.runs import artists, labels, runs
@@ -23,11 +23,16 @@ table = runs()
 with st.sidebar:
     run_id = choose_run(table)
     periods = labels(run_id)
-    split = state.choose("Split", ["test", "val", "train", "all"], "split")
+    split = state.choose("Split", filters.SPLITS, "split")
     outcome = state.choose("Predictions", list(gallery.OUTCOMES), "outcome")
     true = state.choose_many("True period", periods, "true")
     pred = state.choose_many("Predicted period", periods, "pred")
-    chosen_artists = state.choose_many("Artist", artists(run_id), "artist")
+    known_artists = artists(run_id)
+    if known_artists or state.get_list("artist"):  # a link's artist is still said not found
+        chosen_artists = state.choose_many("Artist", known_artists, "artist")
+    else:
+        chosen_artists = []
+        st.caption("Artist: this run's dataset names no artists.")
     lo, hi = st.slider("Confidence", 0.0, 1.0, (state.get_float("cmin", 0.0), state.get_float("cmax", 1.0)), 0.05,
                        key="w_conf")
     state.put(cmin=lo if lo > 0 else None, cmax=hi if hi < 1 else None)
@@ -81,10 +86,14 @@ if total == 0:
 st.caption("Each tile: :green[true period → model's guess] (right) or :red[true period → model's guess] (wrong), "
            "then the model's confidence: the probability it gave its guess."
            + (" The tile names its split (train, val or test)." if f.split is None else ""))
+# the Inspector's "next error" and the review mode walk this filter: their links carry the gallery's URL keys
+kept = [(k, v) for k in st.query_params if k not in ("run", "image", "page") for v in st.query_params.get_all(k)]
+if access.can_review():  # a page link, not Markdown: it stays in this tab
+    st.page_link("views/annotations.py", label="Review these one by one", icon=":material/rate_review:",
+                 query_params=[("review", "1"), ("run", run_id), *kept],
+                 help="Each painting large, with its maps and verdict buttons that save and move to the next.")
 page_no = pager("page", total)
 rows = gallery.page(f, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
-# the Inspector's "next error" walks this filter: its links carry the gallery's URL keys
-kept = [(k, v) for k in st.query_params if k not in ("run", "image", "page") for v in st.query_params.get_all(k)]
 for start in range(0, len(rows), COLUMNS):
     for col, r in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
         with col:
