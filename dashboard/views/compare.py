@@ -210,8 +210,8 @@ def thumbnail_grid(images: pd.DataFrame) -> None:
     for start in range(0, len(images), GRID):
         cols = st.columns(GRID)
         for col, row in zip(cols, images.iloc[start:start + GRID].itertuples(), strict=False):
-            caption = (f"{md_escape(row.image_id)}\n{md_escape(row.true_label)} → {md_escape(row.wrong_pred)} "
-                       f"({row.wrong_confidence:.0%})")
+            caption = (f"{md_escape(row.true_label)} → {md_escape(row.wrong_pred)} ({row.wrong_confidence:.0%})\n"
+                       f"{md_escape(row.image_id.rsplit('/', 1)[-1])}")  # the file name: a folder may be the label
             col.image(bytes(row.thumbnail), caption=caption, width="stretch")
 
 
