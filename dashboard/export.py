@@ -24,6 +24,7 @@ from dashboard.model_words import model_words
 from dashboard.queries import compare, gallery, verdicts
 from dashboard.queries.inspector import geometry
 from dashboard.queries.runs import labels
+from dashboard.text import method_rank
 from pipeline.heatmaps import decode_map, overlay
 
 CSV_COLUMNS = ["run_id", "image_id", "split", "true_label", "pred_label", "confidence", "top1", "p1", "top2", "p2",
@@ -69,9 +70,6 @@ def filter_words(f: gallery.GalleryFilter) -> str:
     return text[0].upper() + text[1:]
 
 
-METHOD_ORDER = {"grad_cam": 0, "integrated_gradients": 1, "guided_backprop": 2}  # the Inspector's order
-
-
 def overlays_of(thumbnail: bytes, maps: list[tuple[str, bytes]], resize: int, crop: int,
                 side: int = OVERLAY_SIDE, quality: int = OVERLAY_QUALITY) -> list[Overlay]:
     """One image's stored maps (method, 8-bit PNG) blended over its thumbnail as the Inspector shows them (opacity
@@ -79,7 +77,7 @@ def overlays_of(thumbnail: bytes, maps: list[tuple[str, bytes]], resize: int, cr
     base = Image.open(io.BytesIO(bytes(thumbnail))).convert("RGB")
     base.thumbnail((side, side))
     out = []
-    for method, heatmap in sorted(maps, key=lambda m: (METHOD_ORDER.get(m[0], 9), m[0])):
+    for method, heatmap in sorted(maps, key=lambda m: (method_rank(m[0]), m[0])):
         buffer = io.BytesIO()
         overlay(base, decode_map(bytes(heatmap)), resize, crop, 0.5).save(buffer, "JPEG", quality=quality,
                                                                           optimize=True)

@@ -17,14 +17,9 @@ from importlib import resources
 
 import pandas as pd
 
-FORMAT = "periodeye-verdicts/1"  # the verdicts file's format (the importer checks it on every row)
-VERDICTS = ("model right", "label wrong", "ambiguous", "outside its period")
-METHODS = {  # name and one line on what its map shows, in the order the pages show them
-    "grad_cam": ("Grad-CAM", "the regions whose features weighed most in the guess (coarse: a blob per region)"),
-    "integrated_gradients": ("Integrated Gradients",
-                             "the pixels that moved the guess most, fading in the painting from black"),
-    "guided_backprop": ("Guided Backprop", "fine edges and textures that pushed the network toward its guess"),
-}
+from dashboard.text import METHOD_ABOUT, in_method_order, method_name
+from pipeline.annotations import FORMAT, VERDICTS  # the importer's: the file and the store agree
+
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "form-action 'none'; base-uri 'none'")
 
@@ -119,7 +114,7 @@ def experts(g: Gallery) -> str:
 
 
 def legend(g: Gallery) -> str:
-    methods = "".join(f"<li><b>{name}</b>: {line}.</li>" for name, line in METHODS.values())
+    methods = "".join(f"<li><b>{method_name(m)}</b>: {METHOD_ABOUT[m]}.</li>" for m in in_method_order(METHOD_ABOUT))
     return ("<section class=\"legend\" id=\"legend\"><h2>How to read a tile</h2><ul>"
             "<li><b>Label</b>: the period the collection's catalogue gives the painting.</li>"
             "<li><b>Model's guess</b>: the period the model chose, in <span class=\"right\">green</span> when it "
@@ -170,9 +165,9 @@ def tile(g: Gallery, n: int, r: pd.Series) -> str:
     details = ""
     if maps:
         cells = "".join(
-            f"<div class=\"map\"><img loading=\"lazy\" alt=\"{e(METHODS.get(o.method, (o.method, ''))[0])}\" "
-            f"src=\"{data_uri(o.jpeg)}\"><b>{e(METHODS.get(o.method, (o.method, ''))[0])}</b>"
-            f"<span>{e(METHODS.get(o.method, ('', 'a saliency map'))[1])}</span></div>" for o in maps)
+            f"<div class=\"map\"><img loading=\"lazy\" alt=\"{e(method_name(o.method))}\" "
+            f"src=\"{data_uri(o.jpeg)}\"><b>{e(method_name(o.method))}</b>"
+            f"<span>{e(METHOD_ABOUT.get(o.method, 'a saliency map'))}</span></div>" for o in maps)
         details = (f"<details class=\"maps\"><summary>What the model looked at ({len(maps)} maps, for its guess "
                    f"{e(r['pred_label'])})</summary><div class=\"mapgrid\">{cells}</div></details>")
     buttons = "".join(f"<button type=\"button\" data-verdict=\"{e(v)}\" aria-pressed=\"false\">{e(v)}</button>"
@@ -183,7 +178,7 @@ def tile(g: Gallery, n: int, r: pd.Series) -> str:
             f"src=\"{data_uri(r.get('thumbnail'))}\"></button><figcaption>"
             f"<div><span class=\"k\">Label</span> {e(r['true_label'])}</div>"
             f"<div class=\"guess\"><span class=\"k\">Model's guess</span> <span class=\"{outcome}\">"
-            f"{e(r['pred_label'])}</span> · {percent(r['confidence'])} sure{split}</div>"
+            f"{e(r['pred_label'])}</span> · <span class=\"nw\">{percent(r['confidence'])} sure</span>{split}</div>"
             f"<div class=\"meta\">{meta}</div>{path}{known}</figcaption>{details}"
             f"<div class=\"verdict\" role=\"group\" aria-label=\"Your verdict\">{buttons}"
             "<input type=\"text\" class=\"note\" placeholder=\"note (optional)\" aria-label=\"Note\" "

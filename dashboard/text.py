@@ -36,10 +36,10 @@ def _escape_line(row: str) -> str:
 # Saliency methods in words: their names, and one line on what each map shows (every page and export says the same).
 METHOD_NAMES = {"guided_backprop": "Guided Backprop", "integrated_gradients": "Integrated Gradients",
                 "grad_cam": "Grad-CAM"}
-METHOD_ABOUT = {
-    "guided_backprop": "fine edges and textures whose change would raise the score most (sharp, pixel-level)",
-    "integrated_gradients": "each pixel's share of the score, summed along a path from a black image",
-    "grad_cam": "the coarse regions the last convolutional layer used for the period (blurry, but faithful)",
+METHOD_ABOUT = {  # for art historians too: the exported gallery says the same
+    "grad_cam": "the regions whose features weighed most in the guess (coarse: a blob per region)",
+    "integrated_gradients": "the pixels that moved the guess most, fading in the painting from black",
+    "guided_backprop": "fine edges and textures that pushed the network toward its guess",
 }
 
 
@@ -52,7 +52,11 @@ def method_rank(method: str) -> int:
     return ATTRIBUTION_METHODS.index(method) if method in ATTRIBUTION_METHODS else len(ATTRIBUTION_METHODS)
 
 
+def in_method_order(methods) -> list[str]:
+    return sorted(set(methods), key=lambda m: (method_rank(m), m))
+
+
 def methods_legend(methods) -> str:
     """One Markdown line naming what each shown method's map means, in the config's order."""
-    return " · ".join(f"**{method_name(m)}**: {METHOD_ABOUT[m]}" for m in sorted(set(methods), key=method_rank)
+    return " · ".join(f"**{method_name(m)}**: {METHOD_ABOUT[m]}" for m in in_method_order(methods)
                       if m in METHOD_ABOUT)

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from dashboard.export import export_name, filter_slug, filter_words, gallery_csv, top3
-from dashboard.gallery_file import FORMAT, METHODS, VERDICTS, Gallery, Overlay, render, script_json
+from dashboard.gallery_file import FORMAT, VERDICTS, Gallery, Overlay, render, script_json
 from dashboard.model_words import backbone_name, model_words
 from dashboard.queries.gallery import GalleryFilter
+from dashboard.text import METHOD_ABOUT, METHOD_NAMES
 from tests.conftest import copy_store
 
 SCRIPT = "<script>alert(1)</script>"
@@ -70,7 +71,7 @@ def test_the_header_names_the_model_its_metrics_and_periods_in_order_and_the_leg
     assert "run exp/run-1" in page and "export " + "0123abcd" * 4 in page and "2026-11-29 12:00" in page
     legend = page[page.index('id="legend"'):page.index("</section>")]
     for words in ("<b>Label</b>: the period the collection", "<b>Model's guess</b>", "probability it gave its guess",
-                  *(name for name, _ in METHODS.values())):
+                  *METHOD_NAMES.values()):
         assert words in legend
     assert "<span class=\"k\">Label</span> Baroque" in page and "94% sure" in page
 
@@ -91,7 +92,7 @@ def test_overlays_are_inline_images_with_their_method_explained_and_every_tile_h
     maps = re.findall(r'<div class="map"><img loading="lazy" alt="([^"]+)" src="data:image/jpeg;base64,([^"]+)"', page)
     assert [m[0] for m in maps] == ["Grad-CAM", "Guided Backprop"]
     assert Image.open(io.BytesIO(__import__("base64").b64decode(maps[0][1]))).getpixel((5, 5))[0] > 200
-    assert METHODS["grad_cam"][1] in page
+    assert METHOD_ABOUT["grad_cam"] in page
     assert page.count("<details class=\"maps\">") == 1  # b.jpg has no stored maps: no empty box
     assert page.count('data-verdict="') == 4 * 2 and page.count('class="note"') == 2
     assert all(f'data-verdict="{v}"' in page for v in VERDICTS)
