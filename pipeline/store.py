@@ -23,10 +23,11 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "4"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history)
+SCHEMA_VERSION = "5"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history);
+# 5: near_copies, label_quality (per dataset), annotations.corrected_period (an expert's period for "label wrong")
 # sha256 of the SCHEMA text below, as of SCHEMA_VERSION. tests/test_schema_version.py fails when SCHEMA changes and
 # this does not: then bump SCHEMA_VERSION, make ensure_schema migrate an older store, and only then update this.
-SCHEMA_DIGEST = (SCHEMA_VERSION, "2917c1cb6a161e04c97dc433dad175250a6c8f565af3f4ee934f3acfff408fb3")
+SCHEMA_DIGEST = (SCHEMA_VERSION, "9038bb756b2b2eac2b33ed11ca6d5a854a0b2e68bda82c87bc249128e0fcff27")
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
@@ -71,7 +72,13 @@ CREATE TABLE IF NOT EXISTS attribution_sanity (
     run_id TEXT, method TEXT, n_images INTEGER, spearman_mean DOUBLE, spearman_std DOUBLE, top_overlap_mean DOUBLE);
 CREATE TABLE IF NOT EXISTS annotations (
     annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
-    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT);
+    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT,
+    corrected_period TEXT);
+CREATE TABLE IF NOT EXISTS near_copies (
+    dataset_id TEXT, group_id TEXT, image_id TEXT, kind TEXT, score REAL);
+CREATE TABLE IF NOT EXISTS label_quality (
+    dataset_id TEXT, image_id TEXT, given_label TEXT, quality REAL, suggested_label TEXT, issue BOOLEAN,
+    folds INTEGER, created_at TIMESTAMP);
 """
 
 

@@ -1,7 +1,7 @@
--- Period Eye store schema version 3 (pipeline/store.py SCHEMA before annotations gained revises, withdrawn and
--- source), the version before SCHEMA_VERSION: tests/test_schema_version.py migrates a store made with it. When
--- SCHEMA_VERSION is bumped, replace this file by the SCHEMA text of the version before the new one and change the
--- number above.
+-- Period Eye store schema version 4 (pipeline/store.py SCHEMA before near_copies, label_quality and
+-- annotations.corrected_period), the version before SCHEMA_VERSION: tests/test_schema_version.py migrates a store made
+-- with it. When SCHEMA_VERSION is bumped, replace this file by the SCHEMA text of the version before the new one and
+-- change the number above.
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS datasets (
@@ -41,4 +41,4 @@ CREATE TABLE IF NOT EXISTS attribution_sanity (
     run_id TEXT, method TEXT, n_images INTEGER, spearman_mean DOUBLE, spearman_std DOUBLE, top_overlap_mean DOUBLE);
 CREATE TABLE IF NOT EXISTS annotations (
     annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
-    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP);
+    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT);
