@@ -62,6 +62,10 @@ class SplitConfig:
     seed: int = 0
 
 
+FIRST_DATA_FIELDS = frozenset({"source", "path", "name", "subset", "resize", "crop", "thumbnail_size", "period_order",
+                               "split"})
+
+
 @dataclass
 class DataConfig:
     source: str = "demo"
@@ -83,8 +87,10 @@ class DataConfig:
         return self.source
 
     def key(self) -> str:
-        """Stable id of the prepared dataset: name + a hash of everything that shapes it."""
-        spec = dataclasses.asdict(self)
+        """Stable id of the prepared dataset: name + a hash of everything that shapes it. A field added after the
+        first stores counts only when it differs from its default, so existing datasets keep their ids."""
+        defaults = dataclasses.asdict(DataConfig())
+        spec = {k: v for k, v in dataclasses.asdict(self).items() if k in FIRST_DATA_FIELDS or v != defaults[k]}
         spec.pop("thumbnail_size")
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.dataset_name}-{digest}"

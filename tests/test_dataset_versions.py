@@ -82,7 +82,9 @@ def run_state(path: str, run_id: str) -> dict:
 def annotate(path: str, dataset_id: str, image_id: str) -> None:
     """An expert's note, as the dashboard saves it (it keeps the image's content hash)."""
     with duckdb.connect(path) as con:
-        con.execute("""INSERT INTO annotations SELECT 'a1', dataset_id, image_id, content_hash, NULL, 'label wrong',
+        con.execute("""INSERT INTO annotations (annotation_id, dataset_id, image_id, content_hash, run_id, verdict,
+                                               note, author, created_at)
+                       SELECT 'a1', dataset_id, image_id, content_hash, NULL, 'label wrong',
                        'note', 'tester', now() FROM images WHERE dataset_id = ? AND image_id = ?""",
                     [dataset_id, image_id])
 

@@ -100,8 +100,9 @@ def test_rerun_resumes_and_force_replaces_without_touching_annotations(done, tmp
     shutil.copytree(original.artifacts_dir, tmp_path / "artifacts")
     exp = dataclasses.replace(original, store=str(store), artifacts_dir=str(tmp_path / "artifacts"))
     with duckdb.connect(exp.store) as con:
-        con.execute("INSERT INTO annotations VALUES ('a1', NULL, 'x.jpg', 'h', 'tiny/head', 'label wrong', 'n', 'me', "
-                    "now())")
+        con.execute("INSERT INTO annotations (annotation_id, dataset_id, image_id, content_hash, run_id, verdict, "
+                    "note, author, created_at) VALUES ('a1', NULL, 'x.jpg', 'h', 'tiny/head', 'label wrong', 'n', "
+                    "'me', now())")
     before = q(exp, "SELECT count(*) FROM predictions")[0][0]
     assert run_experiment(exp, progress=False) == []  # everything complete: nothing redone
     redone = run_experiment(exp, only=["head"], force=True, progress=False)
