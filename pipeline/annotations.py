@@ -10,6 +10,10 @@ checks every row, reports a bad one by its row number and reason and skips it (n
 ones in one transaction. A row's id is a hash of (export, painting, reviewer, time), so importing a file twice adds
 nothing; a newer row from a reviewer becomes a new version of that reviewer's own current verdict on the painting
 and run, and nobody else's annotations change.
+
+A "label wrong" verdict may name the period the expert believes is right (`corrected_period`, one of the dataset's
+periods); a data option (`data.corrections`, pipeline/data/corrections.py) lets the next preparation drop or
+relabel those paintings. The verdicts file's `corrected_period` column is optional: files without it still import.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ MAX_NOTE = 5000
 MAX_AUTHOR = 120
 FORMAT = "periodeye-verdicts/1"
 HEADER = ["format", "export_id", "run_id", "image_id", "content_hash", "verdict", "note", "reviewer", "time"]
+OPTIONAL = ["corrected_period"]  # a verdicts file may end its header with these (older files do not)
+LABEL_WRONG = "label wrong"  # the one verdict that may carry a corrected period
 MAX_BYTES = 20_000_000
 MAX_ROWS = 100_000
 REPORTED = 20  # skipped rows listed by number and reason; the rest only counted
@@ -56,6 +62,27 @@ def checked(verdict: str | None, note: str | None, author: str | None) -> tuple[
     return note, author
 
 
+def checked_period(con: duckdb.DuckDBPyConnection, dataset_id: str, verdict: str,
+                   corrected_period: str | None) -> str | None:
+    """The corrected period stripped (None when not given), or AnnotationError: only a "label wrong" verdict carries
+    one, and it must be one of the dataset's periods (a typo would silently relabel nothing)."""
+    period = (corrected_period or "").strip()
+    if not period:
+        return None
+    if verdict != LABEL_WRONG:
+        raise AnnotationError(f"A right period goes only with the verdict {LABEL_WRONG!r}, not {verdict!r}.")
+    periods = dataset_periods(con, dataset_id)
+    if period not in periods:
+        raise AnnotationError(f"{period[:60]!r} is not one of this dataset's periods ({', '.join(periods)}).")
+    return period
+
+
+def dataset_periods(con: duckdb.DuckDBPyConnection, dataset_id: str) -> list[str]:
+    """The periods a dataset was prepared with (its class order)."""
+    row = con.execute("SELECT periods FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()
+    return list(row[0] or []) if row else []
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -69,24 +96,27 @@ def own_current(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
 
 
 def save(con: duckdb.DuckDBPyConnection, dataset_id: str, image_id: str, run_id: str | None, verdict: str,
-         note: str, author: str) -> str:
+         note: str, author: str, corrected_period: str | None = None) -> str:
     """Store one verdict on an image (as seen by a run) and return its id. A person's second verdict on the same
     painting and run is a new version of their first (they changed their mind), not a second opinion."""
     note, author = checked(verdict, note, author)
+    period = checked_period(con, dataset_id, verdict, corrected_period)
     found = con.execute("SELECT content_hash FROM images WHERE dataset_id = ? AND image_id = ?",
                         [dataset_id, image_id]).fetchone()
     if found is None:
         raise AnnotationError(f"Image {image_id!r} is not in dataset {dataset_id!r}: nothing saved.")
     revises = own_current(con, found[0], run_id, author)
-    return _add(con, dataset_id, image_id, found[0], run_id, verdict, note, author, revises)
+    return _add(con, dataset_id, image_id, found[0], run_id, verdict, note, author, revises, period=period)
 
 
-def revise(con: duckdb.DuckDBPyConnection, annotation_id: str, verdict: str, note: str, author: str) -> str:
+def revise(con: duckdb.DuckDBPyConnection, annotation_id: str, verdict: str, note: str, author: str,
+           corrected_period: str | None = None) -> str:
     """A new version of a current annotation (its image and run kept); returns the new row's id."""
     note, author = checked(verdict, note, author)
     old = _current_row(con, annotation_id)
+    period = checked_period(con, old["dataset_id"], verdict, corrected_period)
     return _add(con, old["dataset_id"], old["image_id"], old["content_hash"], old["run_id"], verdict, note, author,
-                annotation_id)
+                annotation_id, period=period)
 
 
 def withdraw(con: duckdb.DuckDBPyConnection, annotation_id: str, author: str) -> str:
@@ -96,7 +126,7 @@ def withdraw(con: duckdb.DuckDBPyConnection, annotation_id: str, author: str) ->
         raise AnnotationError(f"Give your name (under {MAX_AUTHOR} characters), so others know who withdrew it.")
     old = _current_row(con, annotation_id)
     return _add(con, old["dataset_id"], old["image_id"], old["content_hash"], old["run_id"], old["verdict"],
-                old["note"] or "", author, annotation_id, withdrawn=True)
+                old["note"] or "", author, annotation_id, withdrawn=True, period=old.get("corrected_period"))
 
 
 def _current_row(con: duckdb.DuckDBPyConnection, annotation_id: str) -> dict:
@@ -109,13 +139,14 @@ def _current_row(con: duckdb.DuckDBPyConnection, annotation_id: str) -> dict:
 
 
 def _add(con: duckdb.DuckDBPyConnection, dataset_id: str, image_id: str, content_hash: str, run_id: str | None,
-         verdict: str, note: str, author: str, revises: str | None, withdrawn: bool = False) -> str:
+         verdict: str, note: str, author: str, revises: str | None, withdrawn: bool = False,
+         period: str | None = None) -> str:
     annotation_id = str(uuid.uuid4())
     con.execute("""INSERT INTO annotations (annotation_id, dataset_id, image_id, content_hash, run_id, verdict, note,
-                                            author, created_at, revises, withdrawn, source)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMP, ?, ?, 'dashboard')""",
+                                            author, created_at, revises, withdrawn, source, corrected_period)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMP, ?, ?, 'dashboard', ?)""",
                 [annotation_id, dataset_id, image_id, content_hash, run_id, verdict, note or None, author, _now(),
-                 revises, withdrawn])
+                 revises, withdrawn, period])
     return annotation_id
 
 
@@ -163,16 +194,18 @@ def read_verdicts(data: bytes) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
-        if header is None or [h.strip() for h in header] != HEADER:
+        names = [h.strip() for h in header] if header is not None else []
+        if names not in (HEADER, HEADER + OPTIONAL):
             raise AnnotationError("Not a verdicts file: its first line must be the header "
-                                  f"{','.join(HEADER)} (the gallery's \"Download my verdicts\" button writes it).")
+                                  f"{','.join(HEADER)} (the gallery's \"Download my verdicts\" button writes it), "
+                                  f"optionally ending with ,{','.join(OPTIONAL)}.")
         good, bad = [], []
         for number, cells in enumerate(reader, start=2):
             if number - 1 > MAX_ROWS:
                 raise AnnotationError(f"The file has more than {MAX_ROWS:,} rows: split it and import the parts.")
             if not any(c.strip() for c in cells):
                 continue  # a blank line
-            problem, row = _check_row(cells)
+            problem, row = _check_row(cells, names)
             if problem:
                 bad.append((number, problem))
             else:
@@ -180,15 +213,18 @@ def read_verdicts(data: bytes) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
     except csv.Error as exc:
         raise AnnotationError(f"The file is not valid CSV near line {reader.line_num} ({exc}): nothing imported."
                               ) from exc
-    columns = ["row", *HEADER]
+    columns = ["row", *HEADER, *OPTIONAL]
     return pd.DataFrame(good, columns=columns), bad
 
 
-def _check_row(cells: list[str]) -> tuple[str | None, dict]:
-    if len(cells) != len(HEADER):
-        return f"has {len(cells)} cells, the header has {len(HEADER)}", {}
-    row = {name: _unquote(cell) for name, cell in zip(HEADER, cells, strict=True)}
+def _check_row(cells: list[str], names: list[str]) -> tuple[str | None, dict]:
+    if len(cells) != len(names):
+        return f"has {len(cells)} cells, the header has {len(names)}", {}
+    row = {name: _unquote(cell) for name, cell in zip(names, cells, strict=True)}
     row = {k: (v if k == "note" else v.strip()) for k, v in row.items()}
+    row["corrected_period"] = row.get("corrected_period") or None
+    if row["corrected_period"] and row["verdict"] != LABEL_WRONG:
+        return f"a corrected period goes only with the verdict {LABEL_WRONG!r}, not {row['verdict'][:40]!r}", {}
     if row["format"] != FORMAT:
         return f"format is {row['format'][:40]!r}, not {FORMAT!r}", {}
     for name in ("export_id", "run_id", "content_hash"):
@@ -232,6 +268,7 @@ def import_verdicts(con: duckdb.DuckDBPyConnection, data: bytes) -> ImportReport
             WHERE list_contains(?, content_hash) AND list_contains(?, author) ORDER BY created_at""",
         [rows["content_hash"].unique().tolist(), rows["reviewer"].unique().tolist()]).fetchall()}
     new = []
+    periods: dict[str, list[str]] = {}
     for r in rows.sort_values(["time", "row"]).itertuples():
         if r.annotation_id in stored:
             report.already += 1
@@ -250,10 +287,16 @@ def import_verdicts(con: duckdb.DuckDBPyConnection, data: bytes) -> ImportReport
                                           f"({previous[1]:%Y-%m-%d %H:%M} UTC): kept that one"))
             continue
         dataset_id, image_id = _pick(matches, runs[r.run_id], r.image_id)
+        if r.corrected_period and r.corrected_period not in periods.setdefault(
+                dataset_id, dataset_periods(con, dataset_id)):
+            report.skipped.append((r.row, f"corrected period {r.corrected_period[:40]!r} is not one of the dataset's "
+                                          f"periods ({', '.join(periods[dataset_id])})"))
+            continue
         new.append({"annotation_id": r.annotation_id, "dataset_id": dataset_id, "image_id": image_id,
                     "content_hash": r.content_hash, "run_id": r.run_id, "verdict": r.verdict, "note": r.note or None,
                     "author": r.reviewer, "created_at": r.time, "revises": previous[0] if previous else None,
-                    "withdrawn": False, "source": f"import:{r.export_id[:80]}"})
+                    "withdrawn": False, "source": f"import:{r.export_id[:80]}",
+                    "corrected_period": r.corrected_period})
         latest[key] = (r.annotation_id, r.time)
         stored.add(r.annotation_id)
     report.skipped.sort()
