@@ -62,6 +62,15 @@ class SplitConfig:
     seed: int = 0
 
 
+@dataclass
+class CorrectionsConfig:
+    """What experts' current "label wrong" annotations (matched by content hash, read from the experiment's store) do
+    to the next preparation: `exclude` drops those paintings, `relabel` gives them the expert's corrected period
+    (one without a corrected period is dropped), `off` ignores them (pipeline/data/corrections.py)."""
+
+    label_wrong: typing.Literal["off", "exclude", "relabel"] = "off"
+
+
 FIRST_DATA_FIELDS = frozenset({"source", "path", "name", "subset", "resize", "crop", "thumbnail_size", "period_order",
                                "split"})
 
@@ -77,6 +86,7 @@ class DataConfig:
     thumbnail_size: int = 192
     period_order: list[str] | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
+    corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
 
     @property
     def dataset_name(self) -> str:
@@ -404,7 +414,8 @@ def _data(raw: Any, data_path: str | None, problems: Problems) -> DataConfig | N
     """The data block, checked, then pointed at `data_path` if given."""
     if check_fields(DataConfig, raw, "data", problems, rules()) is None:
         return None
-    data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {})})
+    data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {}),
+                         "corrections": CorrectionsConfig(**raw.get("corrections") or {})})
     if data_path:
         try:
             data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
