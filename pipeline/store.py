@@ -442,6 +442,24 @@ def write_dataset(path: str | Path, data) -> list[str]:
     return dropped
 
 
+def write_label_quality(path: str | Path, dataset_id: str, table: pd.DataFrame) -> None:
+    """Replace one dataset's label-audit rows (pipeline/audit.py) in one transaction; rows of datasets the store no
+    longer holds go too. `table`: image_id, given_label, quality, suggested_label, issue, folds."""
+    rows = table[["image_id", "given_label", "quality", "suggested_label", "issue", "folds"]].copy()
+    rows.insert(0, "dataset_id", dataset_id)
+    rows["created_at"] = pd.Timestamp.now()
+    with connect(path) as con:
+        con.execute("BEGIN")
+        try:
+            con.execute("""DELETE FROM label_quality WHERE dataset_id = ?
+                           OR dataset_id NOT IN (SELECT dataset_id FROM datasets)""", [dataset_id])
+            _insert(con, "label_quality", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
 # ---------------------------------------------------------------- runs
 
 
