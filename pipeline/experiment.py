@@ -76,7 +76,7 @@ def config_hash(run: RunConfig, data: PreparedData) -> str:
 
 def prepare_data(exp: Experiment, progress: bool = True) -> PreparedData:
     """Prepare the data, refuse it if no run could learn from it, and store its version (rank 0)."""
-    data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress)
+    data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress, store=exp.store)
     check_trainable(data, exp.data.path or f"the {exp.data.source} data")
     data.dataset_id = stored_version(exp.store, data)  # every process: the id is part of each run's identity
     if is_global_zero():  # the other processes of a distributed run only read the cache
@@ -229,8 +229,12 @@ def write_config(exp: Experiment, run: RunConfig, data: PreparedData) -> None:
 
 
 def resolved_config(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
-    """What made the run; `attributions` and `artifacts_dir` also let `evaluate` treat another collection alike."""
-    return {"experiment": exp.name, "run_id": exp.run_id(run), "data": dataclasses.asdict(data.config),
+    """What made the run; `attributions` and `artifacts_dir` also let `evaluate` treat another collection alike.
+    `data.corrections_applied`: the experts' annotations that changed its data (ids and count), when any were on."""
+    data_config = dataclasses.asdict(data.config)
+    if data.corrections is not None:
+        data_config["corrections_applied"] = data.corrections
+    return {"experiment": exp.name, "run_id": exp.run_id(run), "data": data_config,
             "dataset_id": data.dataset_id, "run": dataclasses.asdict(run),
             "attributions": dataclasses.asdict(exp.attributions), "artifacts_dir": str(exp.artifacts_dir)}
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipeline.config import DEFAULT_SHARED, ConfigError, DataConfig
 from pipeline.data.cache import load_or_build
+from pipeline.data.corrections import apply_corrections
 from pipeline.data.dedup import content_hash, deduplicate
 from pipeline.data.images import file_problem
 from pipeline.data.sources import KNOWN_ORDERS, SOURCES
@@ -52,10 +53,13 @@ class PreparedData:
     pixels: np.ndarray
     synthetic: bool
     decoded: int = 0
+    corrections: dict | None = None  # what experts' corrections did (pipeline/data/corrections.py); None: off
 
 
-def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> PreparedData:
-    """Load, clean, de-duplicate, decode (cached) and split the dataset described by `cfg`."""
+def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str | Path | None = None
+            ) -> PreparedData:
+    """Load, clean, de-duplicate, decode (cached) and split the dataset described by `cfg`; `store` is where
+    experts' annotations are read when `cfg.corrections` applies them."""
     cache_dir = Path(cache_dir)
     source = load_source(cfg, cache_dir)
     skipped = list(source.skipped)
@@ -66,6 +70,8 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
     skipped += [skip(r.path, _row(r.row), reason, "decode")
                 for r, reason in zip(df.itertuples(), reasons, strict=True) if reason]
     df = df[df["content_hash"].notna()]
+    df, correction_skips, applied = apply_corrections(df, cfg.corrections, store)
+    skipped += correction_skips
 
     df, dup_skips, duplicates = deduplicate(df)
     skipped += dup_skips
@@ -100,6 +106,7 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True) -> Prepared
         pixels=cache.pixels,
         synthetic=source.synthetic,
         decoded=cache.decoded,
+        corrections=None if applied.label_wrong == "off" else applied.record(),
     )
     print(summary(data))
     return data
