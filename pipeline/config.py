@@ -62,6 +62,22 @@ class SplitConfig:
     seed: int = 0
 
 
+NearCopyDetector = typing.Literal["phash", "embedding", "title"]
+
+
+@dataclass
+class NearCopyConfig:
+    """Near-copies of one work (re-encodes, resizes, details) grouped into one split (pipeline/data/near_copies.py):
+    `phash` (perceptual hash of the decoded image), `embedding` (cosine of a pretrained backbone's pooled features:
+    details and colour shifts), `title` (same artist, titles equal once "(detail)" is removed). []: off. Thresholds
+    measured in benchmarks/near_copies.py (BENCHMARKS.md)."""
+
+    detectors: list[NearCopyDetector] = field(default_factory=list)
+    phash_distance: int = 10  # most differing bits of 64 for a phash link
+    embedding_similarity: float = 0.9  # least cosine similarity for an embedding link
+    embedding_backbone: str = "efficientnet_lite0"
+
+
 @dataclass
 class CorrectionsConfig:
     """What experts' current "label wrong" annotations (matched by content hash, read from the experiment's store) do
@@ -87,6 +103,7 @@ class DataConfig:
     period_order: list[str] | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
+    near_copies: NearCopyConfig = field(default_factory=NearCopyConfig)
 
     @property
     def dataset_name(self) -> str:
@@ -282,6 +299,7 @@ class Experiment:
     attributions: AttributionConfig = field(default_factory=AttributionConfig)
     store: str = str(DEFAULT_STORE)
     artifacts_dir: str = str(REPO_ROOT / "artifacts")
+    audit: bool = False  # after preparing, score every label's likelihood of being wrong (pipeline/audit.py)
 
     def run_id(self, run: RunConfig) -> str:
         return f"{self.name}/{run.name}"
@@ -337,6 +355,8 @@ def rules() -> dict[tuple[type, str], Rule]:
         (DataConfig, "source"): one_of(list(SOURCES)), (DataConfig, "name"): NAME,
         (DataConfig, "resize"): size, (DataConfig, "crop"): size, (DataConfig, "thumbnail_size"): within(16, 1024),
         (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
+        (NearCopyConfig, "phash_distance"): within(0, 64), (NearCopyConfig, "embedding_similarity"): within(0, 1),
+        (NearCopyConfig, "embedding_backbone"): one_of(sorted(BACKBONES)),
         (RunConfig, "name"): NAME, (RunConfig, "ensemble"): MEMBERS,
         (ModelConfig, "backbone"): one_of(sorted(BACKBONES)), (ModelConfig, "pooling"): one_of(POOLINGS),
         (ModelConfig, "tasks"): Rule(lambda v: v in TASK_SETS, expected="[period] or [period, artist]"),
@@ -371,7 +391,7 @@ def _section(raw: dict, name: str) -> Any:
 
 # ------------------------------------------------------------------------------------------ the experiment
 
-TOP_LEVEL = ("name", "data", "defaults", "runs", "store", "attributions")
+TOP_LEVEL = ("name", "data", "defaults", "runs", "store", "attributions", "audit")
 
 
 def load_experiment(path: str | os.PathLike, data_path: str | None = None, store: str | None = None,
@@ -391,7 +411,7 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
     for name in raw:
         if name not in TOP_LEVEL:
             problems.add(f"unknown top-level key {show(name)}; allowed: {', '.join(TOP_LEVEL)}")
-    for name, hint in (("name", str | None), ("store", str | None)):
+    for name, hint in (("name", str | None), ("store", str | None), ("audit", bool | None)):
         line = check_value(name, raw.get(name), hint, NAME if name == "name" else None)
         if line:
             problems.add(line)
@@ -407,6 +427,7 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
         runs=runs,
         attributions=AttributionConfig(**attributions),
         store=store or _expand(raw.get("store")) or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE),
+        audit=bool(raw.get("audit")),
     )
 
 
@@ -415,7 +436,8 @@ def _data(raw: Any, data_path: str | None, problems: Problems) -> DataConfig | N
     if check_fields(DataConfig, raw, "data", problems, rules()) is None:
         return None
     data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {}),
-                         "corrections": CorrectionsConfig(**raw.get("corrections") or {})})
+                         "corrections": CorrectionsConfig(**raw.get("corrections") or {}),
+                         "near_copies": NearCopyConfig(**raw.get("near_copies") or {})})
     if data_path:
         try:
             data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
@@ -482,7 +504,7 @@ def _drop_legacy_ensemble(run: dict, name: str) -> None:
 
 
 LAYOUT = Layout(groups=GROUPS, run_keys=RUN_KEYS, blocks={"data": DataConfig, "attributions": AttributionConfig},
-                scalars=("name", "store"), replaced=_drop_legacy_ensemble)  # what --set may name
+                scalars=("name", "store", "audit"), replaced=_drop_legacy_ensemble)  # what --set may name
 
 
 def read_settings(raw: Any, key: str, problems: Problems, run: bool) -> Written | None:
