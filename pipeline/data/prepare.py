@@ -1,6 +1,6 @@
 """One call from a data config to everything training needs: labelled rows, splits, cached pixels.
 
-Flow: source table → content hash + de-duplication → decode into the cache → splits →
+Flow: source table → content hash + de-duplication → decode into the cache → near-copies (if asked) → splits →
 thumbnails. Every row that drops out on the way is recorded in `skipped` with its file, CSV
 row, stage and a reason, and a short summary is printed, so bad input is never silent.
 Only input that is unusable as a whole raises ConfigError.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import SupportsInt
 
@@ -27,6 +28,8 @@ from pipeline.data.cache import load_or_build
 from pipeline.data.corrections import apply_corrections
 from pipeline.data.dedup import content_hash, deduplicate
 from pipeline.data.images import file_problem
+from pipeline.data.near_copies import COLUMNS as NEAR_COLUMNS
+from pipeline.data.near_copies import LinkFinder, find_near_copies
 from pipeline.data.sources import KNOWN_ORDERS, SOURCES
 from pipeline.data.splits import assign_splits
 from pipeline.data.tables import SourceTable, keep_known_periods, skip
@@ -54,12 +57,16 @@ class PreparedData:
     synthetic: bool
     decoded: int = 0
     corrections: dict | None = None  # what experts' corrections did (pipeline/data/corrections.py); None: off
+    near_copies: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=NEAR_COLUMNS))
+    near_seconds: float = 0.0  # time of the near-copy step (0: off)
 
 
-def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str | Path | None = None
-            ) -> PreparedData:
-    """Load, clean, de-duplicate, decode (cached) and split the dataset described by `cfg`; `store` is where
-    experts' annotations are read when `cfg.corrections` applies them."""
+def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str | Path | None = None,
+            similar: LinkFinder | None = None) -> PreparedData:
+    """Load, clean, de-duplicate, decode (cached), group near-copies and split the dataset described by `cfg`;
+    `store` is where experts' annotations are read when `cfg.corrections` applies them; `similar` gives extra
+    near-copy links from the cached pixels (the embedding detector needs a model: pipeline.similar_images), and
+    is required when `cfg.near_copies` asks for embeddings."""
     cache_dir = Path(cache_dir)
     source = load_source(cfg, cache_dir)
     skipped = list(source.skipped)
@@ -86,8 +93,11 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str 
     df["width"] = cache.widths[df["cache_index"].to_numpy()].astype(int)
     df["height"] = cache.heights[df["cache_index"].to_numpy()].astype(int)
 
+    near, near_seconds = _near_copies(df, cache.pixels, cfg, similar)
+    df["near_group"] = df["image_id"].astype(str).map(near.set_index("image_id")["group_id"])
     df, split_skips = assign_splits(df, cfg.split)
     skipped += split_skips
+    near = near[near["image_id"].isin(df["image_id"].astype(str))].reset_index(drop=True)
     if df.empty:
         why = _skip_summary(skipped).replace("\n", "; ")
         raise ConfigError(f"no usable images in {cfg.path or cfg.source}: {why}")
@@ -107,9 +117,25 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str 
         synthetic=source.synthetic,
         decoded=cache.decoded,
         corrections=None if applied.label_wrong == "off" else applied.record(),
+        near_copies=near,
+        near_seconds=near_seconds,
     )
     print(summary(data))
     return data
+
+
+def _near_copies(df: pd.DataFrame, pixels: np.ndarray, cfg: DataConfig, similar: LinkFinder | None
+                 ) -> tuple[pd.DataFrame, float]:
+    """Near-copy groups of the configured detectors (none when off), and the step's seconds."""
+    detectors = cfg.near_copies.detectors
+    if not detectors:
+        return pd.DataFrame(columns=NEAR_COLUMNS), 0.0
+    if "embedding" in detectors and similar is None:
+        raise ConfigError("data.near_copies.detectors includes 'embedding', which needs a model: prepare through "
+                          "pipeline.experiment (or pass `similar`), or drop 'embedding'")
+    start = time.perf_counter()
+    near = find_near_copies(df, pixels, cfg.near_copies, similar if "embedding" in detectors else None)
+    return near, time.perf_counter() - start
 
 
 def load_source(cfg: DataConfig, work_dir: Path) -> SourceTable:
@@ -191,6 +217,13 @@ def summary(data: PreparedData) -> str:
         groups = data.duplicates.groupby("content_hash")["conflict"].first()
         lines.append(f"exact duplicates: {len(groups)} groups of identical files, {int(groups.sum())} with "
                      f"conflicting labels (excluded)")
+    if len(data.near_copies):
+        near = data.near_copies.groupby("group_id")["conflict"].first()
+        kinds = ", ".join(f"{k} {n}" for k, n in data.near_copies["kind"].value_counts().items())
+        per_1000 = 1000 * data.near_seconds / max(1, len(data.images))
+        lines.append(f"near-copies: {len(near)} groups of {len(data.near_copies)} images ({kinds}), "
+                     f"{int(near.sum())} with conflicting labels (kept, one split each); "
+                     f"{data.near_seconds:.1f} s ({per_1000:.2f} s per 1,000 images)")
     lines.append(_skip_summary(data.skipped.to_dict("records")))
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Deterministic, grouped, stratified train/val/test splits.
 
 Rows are split in groups, never one by one: byte-identical copies (same content_hash) form a
-group so a duplicate can never leak from train into test, and with `artist_disjoint` every
+group so a duplicate can never leak from train into test, near-copies of one work (same `near_group`, set by
+prepare from pipeline/data/near_copies.py) join it the same way, and with `artist_disjoint` every
 work of an artist joins one group so the test measures recognising a period in painters the
 model has never seen.
 
@@ -121,7 +122,7 @@ def _fill(order: list[str], size: pd.Series, targets: dict[str, int]) -> dict[st
 
 
 def _groups(df: pd.DataFrame, artist_disjoint: bool) -> pd.Series:
-    """A group key per row: rows linked by content hash (and artist, if asked) share one.
+    """A group key per row: rows linked by content hash, near-copy group (and artist, if asked) share one.
 
     Union-find over the links; a group is named after its smallest image_id, which makes the
     result independent of row order.
@@ -140,7 +141,7 @@ def _groups(df: pd.DataFrame, artist_disjoint: bool) -> pd.Series:
         for r in roots[1:]:
             parent[r] = roots[0]
 
-    keys = ["content_hash"] + (["artist"] if artist_disjoint else [])
+    keys = ["content_hash", "near_group"] + (["artist"] if artist_disjoint else [])
     for key in keys:
         if key not in df.columns:
             continue
