@@ -417,13 +417,16 @@ def write_dataset(path: str | Path, data) -> list[str]:
     images.insert(0, "dataset_id", data.dataset_id)
     skipped = data.skipped[["path", "row", "reason", "stage"]].copy()
     skipped.insert(0, "dataset_id", data.dataset_id)
+    near = getattr(data, "near_copies", None)  # near-copy groups (pipeline/data/near_copies.py); none when off
+    near = near[["group_id", "image_id", "kind", "score"]].copy() if near is not None else pd.DataFrame()
+    near.insert(0, "dataset_id", data.dataset_id)
     conflicts = int(data.duplicates["conflict"].sum()) if len(data.duplicates) else 0
     groups = int(data.duplicates["content_hash"].nunique()) if len(data.duplicates) else 0
     with connect(path) as con:
         con.execute("BEGIN")
         try:
             dropped = _unused_versions(con, data.config.key(), data.dataset_id) if data.config is not None else []
-            for table in ("datasets", "images", "skipped_images"):
+            for table in ("datasets", "images", "skipped_images", "near_copies"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, dataset_id)", [[data.dataset_id, *dropped]])
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
@@ -435,6 +438,7 @@ def write_dataset(path: str | Path, data) -> list[str]:
             )
             _insert(con, "images", images)
             _insert(con, "skipped_images", skipped)
+            _insert(con, "near_copies", near)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
