@@ -287,16 +287,16 @@ def import_verdicts(con: duckdb.DuckDBPyConnection, data: bytes) -> ImportReport
                                           f"({previous[1]:%Y-%m-%d %H:%M} UTC): kept that one"))
             continue
         dataset_id, image_id = _pick(matches, runs[r.run_id], r.image_id)
-        if r.corrected_period and r.corrected_period not in periods.setdefault(
-                dataset_id, dataset_periods(con, dataset_id)):
-            report.skipped.append((r.row, f"corrected period {r.corrected_period[:40]!r} is not one of the dataset's "
+        period = r.corrected_period if isinstance(r.corrected_period, str) and r.corrected_period else None
+        if period and period not in periods.setdefault(dataset_id, dataset_periods(con, dataset_id)):
+            report.skipped.append((r.row, f"corrected period {period[:40]!r} is not one of the dataset's "
                                           f"periods ({', '.join(periods[dataset_id])})"))
             continue
         new.append({"annotation_id": r.annotation_id, "dataset_id": dataset_id, "image_id": image_id,
                     "content_hash": r.content_hash, "run_id": r.run_id, "verdict": r.verdict, "note": r.note or None,
                     "author": r.reviewer, "created_at": r.time, "revises": previous[0] if previous else None,
                     "withdrawn": False, "source": f"import:{r.export_id[:80]}",
-                    "corrected_period": r.corrected_period})
+                    "corrected_period": period})
         latest[key] = (r.annotation_id, r.time)
         stored.add(r.annotation_id)
     report.skipped.sort()
