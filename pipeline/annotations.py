@@ -222,7 +222,7 @@ def _check_row(cells: list[str], names: list[str]) -> tuple[str | None, dict]:
         return f"has {len(cells)} cells, the header has {len(names)}", {}
     row = {name: _unquote(cell) for name, cell in zip(names, cells, strict=True)}
     row = {k: (v if k == "note" else v.strip()) for k, v in row.items()}
-    row["corrected_period"] = row.get("corrected_period") or None
+    row.setdefault("corrected_period", "")  # a file without the column; "" reads as none
     if row["corrected_period"] and row["verdict"] != LABEL_WRONG:
         return f"a corrected period goes only with the verdict {LABEL_WRONG!r}, not {row['verdict'][:40]!r}", {}
     if row["format"] != FORMAT:
