@@ -156,3 +156,27 @@ def test_a_verdicts_file_imports_with_and_without_the_corrected_period_column(tm
     rows = sql(path, "SELECT image_id, verdict, corrected_period FROM annotations ORDER BY image_id, created_at")
     assert rows == [("i0", "label wrong", None), ("i1", "ambiguous", None), ("i2", "label wrong", "Rococo"),
                     ("i3", "label wrong", None)]
+
+
+@pytest.mark.slow  # a store with a trained run (session fixture)
+def test_the_form_saves_the_right_period_only_with_label_wrong(store_without_attributions, tmp_path, monkeypatch):
+    from tests.conftest import copy_store, open_dashboard
+    from tests.test_dashboard_annotations_upload import RUN, an_image
+
+    writable = copy_store(store_without_attributions, tmp_path / "copy")
+    _, image_id, _ = an_image(writable)
+    [(periods,)] = sql(writable, "SELECT d.periods FROM runs r JOIN datasets d USING (dataset_id) WHERE run_id = ?",
+                       [RUN])
+    at = open_dashboard(writable, monkeypatch, "annotations.py", run=RUN, image=image_id)
+    for verdict in ("ambiguous", "label wrong"):
+        at.radio[0].set_value(verdict)
+        choice = next(s for s in at.selectbox if s.label == "Right period (optional)")
+        assert choice.options == list(periods)
+        choice.set_value(periods[-1])
+        at.text_input[0].input("Ada")
+        next(b for b in at.button if b.label == "Save annotation").click().run()
+        assert not at.exception and not at.error, at.error
+    assert sql(writable, "SELECT verdict, corrected_period FROM annotations ORDER BY created_at") == [
+        ("ambiguous", None), ("label wrong", periods[-1])]
+    history = next(d for d in at.dataframe if "current" in d.value.columns).value
+    assert history["corrected_period"].tolist()[0] == periods[-1]

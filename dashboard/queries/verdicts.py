@@ -21,11 +21,11 @@ from dashboard.queries import query, store_path
 from dashboard.queries.reader import READER
 from pipeline import annotations as writer
 from pipeline import store as pipeline_store
-from pipeline.annotations import CURRENT, MAX_AUTHOR, MAX_NOTE, VERDICTS, AnnotationError
+from pipeline.annotations import CURRENT, LABEL_WRONG, MAX_AUTHOR, MAX_NOTE, VERDICTS, AnnotationError
 
-__all__ = ["CURRENT", "MAX_AUTHOR", "MAX_NOTE", "VERDICTS", "AnnotationError"]
+__all__ = ["CURRENT", "LABEL_WRONG", "MAX_AUTHOR", "MAX_NOTE", "VERDICTS", "AnnotationError"]
 
-_COLUMNS = """a.created_at, a.verdict, a.author, a.note, a.run_id, a.dataset_id, a.image_id,
+_COLUMNS = """a.created_at, a.verdict, a.corrected_period, a.author, a.note, a.run_id, a.dataset_id, a.image_id,
               i.period, i.artist, i.title, p.pred_label, p.confidence, a.content_hash, a.annotation_id"""
 _HISTORY = """, a.revises, coalesce(a.withdrawn, false) AS withdrawn, a.source"""
 _FROM = """{annotations} a
@@ -76,17 +76,19 @@ def _writing(path: str | Path | None, write):
 
 
 def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict: str, note: str, author: str,
-                    path: str | Path | None = None) -> str:
-    """Store one verdict on an image (as seen by a run) and return its id; raises AnnotationError."""
+                    path: str | Path | None = None, corrected_period: str | None = None) -> str:
+    """Store one verdict on an image (as seen by a run) and return its id; raises AnnotationError. A "label wrong"
+    verdict may name the right period (one of the dataset's)."""
     writer.checked(verdict, note, author)  # before waiting for the store
-    return _writing(path, lambda con: writer.save(con, dataset_id, image_id, run_id, verdict, note, author))
+    return _writing(path, lambda con: writer.save(con, dataset_id, image_id, run_id, verdict, note, author,
+                                                  corrected_period))
 
 
-def revise_annotation(annotation_id: str, verdict: str, note: str, author: str, path: str | Path | None = None
-                      ) -> str:
+def revise_annotation(annotation_id: str, verdict: str, note: str, author: str, path: str | Path | None = None,
+                      corrected_period: str | None = None) -> str:
     """A new version of a current annotation; returns its id."""
     writer.checked(verdict, note, author)
-    return _writing(path, lambda con: writer.revise(con, annotation_id, verdict, note, author))
+    return _writing(path, lambda con: writer.revise(con, annotation_id, verdict, note, author, corrected_period))
 
 
 def withdraw_annotation(annotation_id: str, author: str, path: str | Path | None = None) -> str:
@@ -104,7 +106,7 @@ def annotations_for(dataset_id: str, image_id: str) -> pd.DataFrame:
     """Every version of every note on this painting (on this image, or on any image with the same content), newest
     first: `current` marks the ones that count, `withdrawn` the rows that took one back."""
     return query(f"""
-        SELECT a.created_at, a.verdict, a.author, a.note, a.run_id,
+        SELECT a.created_at, a.verdict, a.corrected_period, a.author, a.note, a.run_id,
                a.annotation_id IN (SELECT annotation_id FROM {CURRENT} c) AS current,
                coalesce(a.withdrawn, false) AS withdrawn, a.revises, a.source,
                CASE WHEN a.dataset_id = ? AND a.image_id = ? THEN NULL ELSE a.dataset_id || '/' || a.image_id END
@@ -183,6 +185,13 @@ def candidates(run_id: str, limit: int = 500) -> pd.DataFrame:
     return query("""SELECT image_id, true_label, pred_label, confidence FROM predictions
                     WHERE run_id = ? AND task = 'period'
                     ORDER BY split <> 'test', correct, confidence DESC LIMIT ?""", (run_id, limit))
+
+
+def run_periods(run_id: str) -> list[str]:
+    """The periods of the run's dataset, in its class order: the choices for a "label wrong" verdict's right period."""
+    df = query("SELECT d.periods FROM runs r JOIN datasets d ON d.dataset_id = r.dataset_id WHERE r.run_id = ?",
+               (run_id,))
+    return list(df["periods"].iloc[0]) if len(df) and df["periods"].iloc[0] is not None else []
 
 
 def image_for_run(run_id: str, image_id: str) -> pd.Series | None:

@@ -38,16 +38,25 @@ def default_author() -> str:
     return access.reviewer_name() or st.session_state.get("_annotation_author", "")
 
 
+RIGHT_PERIOD_HELP = ("With the verdict \"label wrong\": the period you believe is right. A run prepared with "
+                     "`data.corrections: {label_wrong: relabel}` trains on it (with `exclude`, or without a period, "
+                     "the painting is left out). Ignored with any other verdict.")
+
+
 def annotate_form(run_id: str, meta) -> None:
     """The verdict form for one image; saving writes one row and reruns so every list shows it."""
     with st.form("annotate", clear_on_submit=True):
         verdict = st.radio("Verdict", verdicts.VERDICTS, horizontal=True, index=None)
+        # Always shown: a form cannot react to the radio above before it is submitted.
+        period = st.selectbox("Right period (optional)", verdicts.run_periods(run_id), index=None,
+                              placeholder="only with \"label wrong\"", help=RIGHT_PERIOD_HELP)
         note = st.text_area("Note", placeholder="Why: brushwork, the costume's date, a known attribution …")
         author = st.text_input("Your name", value=default_author())
         if not st.form_submit_button("Save annotation", type="primary", icon=":material/save:"):
             return
     try:
-        verdicts.save_annotation(meta["dataset_id"], meta["image_id"], run_id, verdict, note, author)
+        verdicts.save_annotation(meta["dataset_id"], meta["image_id"], run_id, verdict, note, author,
+                                 corrected_period=period if verdict == verdicts.LABEL_WRONG else None)
     except verdicts.AnnotationError as exc:
         st.error(md_escape(exc, lines=True))
         return
@@ -78,6 +87,10 @@ def history_section(dataset_id: str, image_id: str) -> None:
             verdict = st.selectbox("New verdict", verdicts.VERDICTS,
                                    index=verdicts.VERDICTS.index(old["verdict"]) if old["verdict"] in verdicts.VERDICTS
                                    else None)
+            periods = verdicts.run_periods(old["run_id"]) if isinstance(old["run_id"], str) else []
+            before = old["corrected_period"] if old["corrected_period"] in periods else None
+            period = st.selectbox("Right period of the new version (optional)", periods,
+                                  index=periods.index(before) if before else None, help=RIGHT_PERIOD_HELP)
             note = st.text_area("Text of the new version", value=old["note"] if isinstance(old["note"], str) else "")
             author = st.text_input("Changed by", value=default_author())
             save, withdraw = st.columns(2)
@@ -87,7 +100,8 @@ def history_section(dataset_id: str, image_id: str) -> None:
             return
         try:
             if saved:
-                verdicts.revise_annotation(chosen, verdict, note, author)
+                verdicts.revise_annotation(chosen, verdict, note, author,
+                                           corrected_period=period if verdict == verdicts.LABEL_WRONG else None)
             else:
                 verdicts.withdraw_annotation(chosen, author)
         except verdicts.AnnotationError as exc:
