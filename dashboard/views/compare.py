@@ -183,6 +183,27 @@ def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
             f"discordant images against a fair coin) gives **p = {p:.3g}**; {verdict}")
 
 
+def corrections_of(config: str | None) -> dict | None:
+    """What experts' corrections did to a run's data (its resolved config's data.corrections_applied), if any."""
+    applied = (json.loads(config).get("data") or {}).get("corrections_applied") if config else None
+    return applied if isinstance(applied, dict) and applied.get("count") else None
+
+
+def corrections_words(a: str, b: str, configs: dict[str, str | None]) -> str | None:
+    """One line when the two runs' data differ by experts' corrections, so the test below is read as before/after."""
+    def said(applied: dict | None) -> str:
+        if applied is None:
+            return "no experts' corrections"
+        return (f"{applied['count']:,} experts' correction(s) applied ({applied.get('label_wrong')}: "
+                f"{applied.get('relabelled', 0):,} relabelled, {applied.get('excluded', 0):,} excluded)")
+
+    ca, cb = corrections_of(configs.get(a)), corrections_of(configs.get(b))
+    if ca == cb:
+        return None
+    return (f"The runs' data differ by experts' corrections: A has {said(ca)}, B has {said(cb)}; the test below "
+            "compares them on the images both were scored on.")
+
+
 def url_toggle(label: str, key: str, default: bool) -> bool:
     """A toggle kept in the URL under `key` as 1/0."""
     widget_key = f"w_{key}"
@@ -308,7 +329,8 @@ else:
     st.stop()
 
 st.subheader("Configurations")
-configs = config_table(q.configs([a, b]), a, b)
+stored_configs = q.configs([a, b])
+configs = config_table(stored_configs, a, b)
 n_diff = int(configs["differs"].sum())
 st.caption(f"The two runs' stored configs, field by field: **{n_diff}** of {len(configs)} fields differ "
            "(highlighted, listed first).")
@@ -326,6 +348,9 @@ m1.metric("Both right", f"{counts['both_right']:,}")
 m2.metric("A right, B wrong (b)", f"{counts['a_only']:,}")
 m3.metric("B right, A wrong (c)", f"{counts['b_only']:,}")
 m4.metric("Both wrong", f"{counts['both_wrong']:,}")
+corrections_line = corrections_words(a, b, stored_configs)
+if corrections_line:
+    st.markdown(md_escape(corrections_line))
 st.markdown(mcnemar_words(a, b, counts, split))
 
 side = url_choice("Disagreements", {"ab": f"A right, B wrong ({counts['a_only']:,})",
