@@ -74,7 +74,7 @@ class NearCopyConfig:
 
     detectors: list[NearCopyDetector] = field(default_factory=list)
     phash_distance: int = 10  # most differing bits of 64 for a phash link
-    embedding_similarity: float = 0.9  # least cosine similarity for an embedding link
+    embedding_similarity: float = 0.8  # least cosine similarity for an embedding link (details: see BENCHMARKS.md)
     embedding_backbone: str = "efficientnet_lite0"
 
 
