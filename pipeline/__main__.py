@@ -1,5 +1,5 @@
 """Command line: `periodeye` (installed by `pip install -e .`) or `python -m pipeline`, one parser:
-{artifacts,run,prepare,list,explain,evaluate,upgrade,dashboard,annotations} --help.
+{artifacts,run,prepare,audit,list,explain,evaluate,upgrade,dashboard,annotations} --help.
 
 Every command but `dashboard` checks the store first (pipeline.store.check_store): a file that is not a usable store
 ends in one line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only;
@@ -52,6 +52,9 @@ def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo runs already complete in the store")
     p = sub.add_parser("prepare", help="load, check, de-duplicate, split and cache the data; report skips")
     experiment_args(p, str(DEFAULT_EXPERIMENT))
+    p = sub.add_parser("audit", help="likely label errors: score every image's label (cross-validated linear head on "
+                       "the frozen backbone's features, Cleanlab's confident learning) into the store")
+    experiment_args(p, None)
     p = sub.add_parser("list", help="list the runs in the store")
     p.add_argument("--store", help="DuckDB store")
     p = sub.add_parser("explain", help="probabilities and saliency overlays for one new image with a stored run")
@@ -120,6 +123,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if len(data.skipped):
         print(f"\n{len(data.skipped)} skipped:")
         print(data.skipped.groupby("stage").size().to_string())
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Prepare (or reuse) the experiment's data, audit its labels, store the scores; one line of summary."""
+    exp = load_experiment(args.experiment, data_path=args.data, store=args.store, overrides=args.overrides)
+    check_store(exp.store, writing=True, adopt=args.adopt_store)
+    from pipeline.audit import audit_dataset  # torch: only once the config and store are known good
+    from pipeline.experiment import prepare_data
+
+    data = prepare_data(exp, progress=not args.quiet)
+    print(audit_dataset(exp, data, progress=not args.quiet).line())
     return 0
 
 
@@ -263,8 +278,8 @@ def store_path(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("PERIODEYE_STORE") or str(DEFAULT_STORE)
 
 
-COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "explain": cmd_explain,
-            "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard,
+COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "audit": cmd_audit, "list": cmd_list,
+            "explain": cmd_explain, "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard,
             "annotations": cmd_annotations}
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import checkpoint, store
+from pipeline import audit, checkpoint, store
 from pipeline.attribute import attribute_run
 from pipeline.config import GROUPS, Experiment, RunConfig, flat_settings
 from pipeline.data.labels import label_targets
@@ -106,6 +106,8 @@ def run_experiment(
     runs = exp.select(only)
     lead = is_global_zero()
     data = prepare_data(exp, progress)
+    if exp.audit and lead:
+        audit.audit_missing(exp, data, progress, force)
     queue = os.environ.get(RUN_QUEUE_ENV)
     if not lead and queue is not None:  # started by rank 0's launcher: do what it still had to do
         names = json.loads(queue)

@@ -464,6 +464,14 @@ def write_label_quality(path: str | Path, dataset_id: str, table: pd.DataFrame) 
             raise
 
 
+def audited(path: str | Path, dataset_id: str) -> int:
+    """How many label-audit rows the store holds for a dataset (0: not audited, or no store yet)."""
+    if not Path(path).exists():
+        return 0
+    with connect(path, read_only=True) as con:
+        return int(scalar(con, "SELECT count(*) FROM label_quality WHERE dataset_id = ?", [dataset_id]))
+
+
 # ---------------------------------------------------------------- runs
 
 
