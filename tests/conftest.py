@@ -107,6 +107,7 @@ def real_experiment(manifest: Path) -> dict:
     """Small real paintings: a frozen-head run and a short two-stage run (so a kept stage shows), few maps."""
     return {
         "name": "wikiart-mini",
+        "audit": True,  # label quality for the Errors sort and filter (changes no run identity)
         "data": {"source": "manifest", "path": str(manifest), "name": "wikiart-styles", "resize": 80, "crop": 64,
                  "thumbnail_size": 128, "split": {"mode": "fractions", "val": 0.2, "test": 0.2, "seed": 0}},
         "defaults": {"backbone": "efficientnet_lite0", "epochs": 2, "stage2_epochs": 1, "lr": 0.01,

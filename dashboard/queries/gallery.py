@@ -13,13 +13,18 @@ import pandas as pd
 from dashboard.queries import query
 from pipeline.annotations import CURRENT
 
+MISLABELLED = "most likely mislabelled"
+FLAGGED = "flagged label issues"  # an outcome: the images whose given label the audit flags, right or wrong
+
 SORTS = {
     "least confident first": "p.confidence ASC, p.image_id",
     "most confident first": "p.confidence DESC, p.image_id",
     "highest loss first": "p.loss DESC NULLS LAST, p.image_id",
     "explanations disagree most": "ag.disagreement DESC NULLS LAST, p.image_id",
+    # lowest label quality first (pipeline/audit.py); a dataset never audited has none: most confident first
+    MISLABELLED: "lq.quality ASC NULLS LAST, p.confidence DESC, p.image_id",
 }
-OUTCOMES = ("wrong", "correct", "all")
+OUTCOMES = ("wrong", "correct", "all", FLAGGED)
 
 
 @dataclass
@@ -48,6 +53,8 @@ class GalleryFilter:
             clauses.append("NOT p.correct")
         elif self.outcome == "correct":
             clauses.append("p.correct")
+        elif self.outcome == FLAGGED:
+            clauses.append("coalesce(lq.issue, false)")
         if self.conf_min > 0 or self.conf_max < 1:
             clauses.append("p.confidence BETWEEN ? AND ?")
             params += [self.conf_min, self.conf_max]
@@ -55,7 +62,8 @@ class GalleryFilter:
 
     def describe(self) -> str:
         """The filter in words, for exported galleries."""
-        parts = [f"run {self.run_id}", f"split {self.split or 'all'}", f"{self.outcome} predictions"]
+        outcome = FLAGGED if self.outcome == FLAGGED else f"{self.outcome} predictions"
+        parts = [f"run {self.run_id}", f"split {self.split or 'all'}", outcome]
         if self.true:
             parts.append("true period " + " / ".join(self.true))
         if self.pred:
@@ -72,6 +80,7 @@ _FROM = """
     FROM predictions p
     JOIN runs r ON r.run_id = p.run_id
     JOIN images i ON i.dataset_id = r.dataset_id AND i.image_id = p.image_id
+    LEFT JOIN label_quality lq ON lq.dataset_id = r.dataset_id AND lq.image_id = p.image_id
 """
 _DISAGREEMENT = """
     LEFT JOIN (SELECT image_id, 1 - avg(spearman) AS disagreement FROM attribution_agreement
@@ -94,7 +103,8 @@ def page(f: GalleryFilter, limit: int, offset: int = 0, thumbnails: bool = True)
     thumb = ", i.thumbnail" if thumbnails else ""
     sql = f"""
         SELECT p.image_id, p.true_label, p.pred_label, p.confidence, p.loss, p.correct, p.split,
-               i.artist, i.title, i.date, i.dataset_id, ag.disagreement,
+               i.artist, i.title, i.date, i.dataset_id, ag.disagreement, lq.quality,
+               coalesce(lq.issue, false) AS issue, lq.suggested_label,
                (SELECT count(*) FROM {CURRENT} a WHERE a.content_hash = i.content_hash) AS annotations,
                (SELECT string_agg(a.verdict || coalesce(': ' || a.note, '') || ' (' || coalesce(a.author, '?') || ')',
                                   '; ')
@@ -105,6 +115,13 @@ def page(f: GalleryFilter, limit: int, offset: int = 0, thumbnails: bool = True)
         ORDER BY {SORTS.get(f.sort, SORTS['most confident first'])}
         LIMIT ? OFFSET ?"""
     return query(sql, (f.run_id, *params, int(limit), int(offset)))
+
+
+def audited(run_id: str) -> int:
+    """How many of the run's images the label audit scored (0: its dataset was never audited)."""
+    df = query("""SELECT count(*) AS n FROM label_quality lq JOIN runs r ON r.dataset_id = lq.dataset_id
+                  WHERE r.run_id = ?""", (run_id,))
+    return int(df["n"].iloc[0]) if len(df) else 0
 
 
 def confusion(run_id: str, split: str | None) -> pd.DataFrame:

@@ -35,6 +35,7 @@ _FILTERED = """
     FROM predictions p
     JOIN runs r ON r.run_id = p.run_id
     JOIN images i ON i.dataset_id = r.dataset_id AND i.image_id = p.image_id
+    LEFT JOIN label_quality lq ON lq.dataset_id = r.dataset_id AND lq.image_id = p.image_id
     LEFT JOIN (SELECT image_id, 1 - avg(spearman) AS disagreement FROM attribution_agreement
                WHERE run_id = ? AND target_kind = 'predicted' GROUP BY image_id) ag ON ag.image_id = p.image_id"""
 
@@ -77,6 +78,13 @@ def place(f: GalleryFilter, image_id: str) -> Place:
 
 def _text(value: object) -> str | None:
     return None if value is None or pd.isna(value) else str(value)
+
+
+def label_quality(dataset_id: str, image_id: str) -> pd.Series | None:
+    """The label audit's row for the image (given label, quality, suggested label, issue, folds); None: not audited."""
+    df = query("""SELECT given_label, quality, suggested_label, issue, folds FROM label_quality
+                  WHERE dataset_id = ? AND image_id = ?""", (dataset_id, image_id))
+    return df.iloc[0] if len(df) else None
 
 
 def probabilities(dataset_id: str, image_id: str) -> pd.DataFrame:

@@ -79,6 +79,10 @@ if not cm.empty:
 total = gallery.count(f)
 st.subheader(f"{total:,} images")
 st.caption(md_escape(f.describe()))
+if (sort == gallery.MISLABELLED or outcome == gallery.FLAGGED) and not gallery.audited(run_id):
+    st.caption("No label audit for this run's data yet, so no label is scored or flagged: run "
+               "`python -m pipeline audit EXPERIMENT` (or set `audit: true` in it)"
+               + ("; meanwhile sorted most confident first." if sort == gallery.MISLABELLED else "."))
 if total == 0:
     st.info("No image matches these filters.")
     st.stop()
@@ -105,7 +109,9 @@ for start in range(0, len(rows), COLUMNS):
             st.markdown(
                 f"{mark}[{md_escape(r.true_label)} → {md_escape(r.pred_label)}] {r.confidence:.0%}{where}  \n"
                 f"<small>{meta}</small>  \n[inspect]({link})"
-                + (f" · {r.annotations} note(s)" if r.annotations else ""),
+                + (f" · {r.annotations} note(s)" if r.annotations else "")
+                + (f"  \n<small>:orange[label doubtful: quality {r.quality:.2f}, audit suggests "
+                   f"{md_escape(r.suggested_label)}]</small>" if r.issue else ""),
                 unsafe_allow_html=True,
             )
 pager("page", total, copy="bottom")

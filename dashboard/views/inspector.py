@@ -86,6 +86,20 @@ def verdict(probs: pd.DataFrame, run_id: str) -> str:
     return said + f": wrong, the true period is **{md_escape(true)}** ({p_true:.0%})."
 
 
+def label_audit(row: pd.Series | None) -> str:
+    """The label audit's view of this image's period, in words (pipeline/audit.py)."""
+    if row is None:
+        return "Label audit: not run on this dataset (`python -m pipeline audit EXPERIMENT`)."
+    given, suggested = md_escape(row["given_label"]), md_escape(row["suggested_label"])
+    said = (f"Label audit: label quality **{row['quality']:.2f}** for **{given}** (the probability of the given "
+            f"period from a linear head that never saw this painting, {int(row['folds'])}-fold)")
+    if bool(row["issue"]):
+        return said + f"; **flagged as a likely label error**, the audit suggests **{suggested}**."
+    if suggested != given:
+        return said + f"; not flagged, though the audit would guess **{suggested}**."
+    return said + "; not flagged."
+
+
 def colour_scale() -> str:
     """The overlays' colour bar as HTML: the heat ramp from none (the painting shows through) to the strongest."""
     stops = ", ".join("#" + bytes(colorize(np.array([v]))[0]).hex() for v in np.linspace(0, 1, 9))
@@ -230,6 +244,7 @@ with left:
     st.caption(f"{md_escape(meta['path'])}  ·  sha1 {md_escape(meta['content_hash'][:12])}")
 with right:
     st.markdown(verdict(probs, run_id))
+    st.markdown(label_audit(q.label_quality(dataset_id, image_id)))
     if not probs.empty:
         st.markdown("**Period probabilities per run** (the true period shaded)")
         true_label = probs["true_label"].dropna().iloc[0] if probs["true_label"].notna().any() else meta["period"]
