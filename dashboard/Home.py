@@ -26,6 +26,7 @@ PAGES = [
     ("curves.py", "Training curves", ":material/show_chart:", "curves"),
     ("sql.py", "SQL", ":material/terminal:", "sql"),
     ("annotations.py", "Annotations", ":material/rate_review:", "annotations"),
+    ("data.py", "Data", ":material/dataset:", "data"),
     ("upload.py", "Upload", ":material/upload:", "upload"),
 ]
 

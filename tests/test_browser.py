@@ -23,6 +23,7 @@ PAGES = [
     ("curves", "Training curves", "curves"),
     ("sql", "SQL", "sql"),
     ("annotations", "Annotations", "annotations"),
+    ("data", "Data", "data"),
     ("upload", "Upload", "upload"),
 ]
 
