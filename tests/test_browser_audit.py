@@ -33,7 +33,7 @@ def test_sort_by_likely_mislabelled_then_show_flagged_labels(page, served):
     assert flagged > 0
 
     open_page(page, served, f"errors?run={quote(run)}&outcome=all")
-    first_link = page.get_by_role("link", name="inspect").first
+    first_link = page.get_by_role("link", name="inspect", exact=True).first
     expect(first_link).not_to_have_attribute("href", re.compile(re.escape(quote(lowest[0], safe=""))))
     pick(page, "Sort", "most likely mislabelled")
     page.wait_for_url(re.compile(r"[?&]sort=most"), timeout=30_000)
