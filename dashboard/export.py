@@ -57,7 +57,8 @@ def filter_slug(f: gallery.GalleryFilter) -> str:
 def filter_words(f: gallery.GalleryFilter) -> str:
     """The filter as a sentence a reader outside the project follows."""
     split = f"the {f.split} split" if f.split else "every split (train, val and test)"
-    which = {"wrong": " that the model got wrong", "correct": " that the model got right"}.get(f.outcome, "")
+    which = {"wrong": " that the model got wrong", "correct": " that the model got right",
+             gallery.FLAGGED: " whose label a cross-validated check (Cleanlab) finds doubtful"}.get(f.outcome, "")
     text = f"{'all p' if f.outcome == 'all' else 'p'}aintings of {split}{which}"
     if f.true:
         text += ", labelled " + " or ".join(f.true)

@@ -132,6 +132,9 @@ def test_file_names_say_run_filter_and_date():
     assert filter_words(everything) == ("All paintings of every split (train, val and test), the model 50% to "
                                         "100% sure")
     assert filter_slug(everything) == "all-splits-all-conf-0.50-1.00"
+    flagged = GalleryFilter("r", "test", outcome="flagged label issues")
+    assert filter_words(flagged) == ("Paintings of the test split whose label a cross-validated check (Cleanlab) "
+                                     "finds doubtful")
 
 
 def test_the_model_in_words():
