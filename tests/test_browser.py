@@ -7,6 +7,8 @@ user's first walk: Overview, change a filter on Errors, open an image in the Ins
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlparse
+
 import pytest
 
 from tests.browser import images_rendered, open_page, outside_requests, shot, wait_for_app
@@ -66,12 +68,17 @@ def test_overview_then_errors_filter_then_inspector(served, page):
     assert page.locator("h3").filter(has_text="images").first.inner_text() != before
     assert images_rendered(page) > 0
 
-    # and opens the first image of the gallery
-    page.locator("a", has_text="inspect").first.click()
-    page.wait_for_url("**/inspector?*", timeout=30_000)
-    wait_for_app(page)
-    page.get_by_text("What the networks looked at").wait_for(timeout=30_000)
-    assert "image=" in page.url
+    # and opens the first image of the gallery (a tile's link, not the sidebar's Inspector): in a new tab
+    link = page.get_by_role("link", name="inspect", exact=True).first
+    wanted = parse_qs(urlparse(link.get_attribute("href") or "").query)["image"]
+    with page.context.expect_page() as opened:
+        link.click()
+    inspector = opened.value
+    inspector.wait_for_url("**/inspector?*", timeout=30_000)
+    wait_for_app(inspector)
+    inspector.get_by_text("What the networks looked at").wait_for(timeout=30_000)
+    assert parse_qs(urlparse(inspector.url).query)["image"] == wanted
+    inspector.close()
 
 
 def test_the_chart_toolbar_leaves_titles_alone_at_phone_width(served, page):
