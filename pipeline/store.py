@@ -428,6 +428,8 @@ def write_dataset(path: str | Path, data) -> list[str]:
             dropped = _unused_versions(con, data.config.key(), data.dataset_id) if data.config is not None else []
             for table in ("datasets", "images", "skipped_images", "near_copies"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, dataset_id)", [[data.dataset_id, *dropped]])
+            # the audit of this version stays (same images); that of a dropped version goes with it
+            con.execute("DELETE FROM label_quality WHERE list_contains(?, dataset_id)", [dropped])
             con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
                 [
