@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 
 from pipeline.config import ATTRIBUTION_METHODS
@@ -60,3 +61,24 @@ def methods_legend(methods) -> str:
     """One Markdown line naming what each shown method's map means, in the config's order."""
     return " · ".join(f"**{method_name(m)}**: {METHOD_ABOUT[m]}" for m in in_method_order(methods)
                       if m in METHOD_ABOUT)
+
+
+def corrections_of(config: str | None) -> dict | None:
+    """What experts' corrections did to a run's data (its resolved config's data.corrections_applied), if any."""
+    applied = (json.loads(config).get("data") or {}).get("corrections_applied") if config else None
+    return applied if isinstance(applied, dict) and applied.get("count") else None
+
+
+def corrections_words(a: str, b: str, configs: dict[str, str | None]) -> str | None:
+    """One line when the two runs' data differ by experts' corrections, so the test below is read as before/after."""
+    def said(applied: dict | None) -> str:
+        if applied is None:
+            return "no experts' corrections"
+        return (f"{applied['count']:,} experts' correction(s) applied ({applied.get('label_wrong')}: "
+                f"{applied.get('relabelled', 0):,} relabelled, {applied.get('excluded', 0):,} excluded)")
+
+    ca, cb = corrections_of(configs.get(a)), corrections_of(configs.get(b))
+    if ca == cb:
+        return None
+    return (f"The runs' data differ by experts' corrections: A has {said(ca)}, B has {said(cb)}; the test below "
+            "compares them on the images both were scored on.")

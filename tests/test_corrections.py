@@ -180,3 +180,18 @@ def test_the_form_saves_the_right_period_only_with_label_wrong(store_without_att
         ("ambiguous", None), ("label wrong", periods[-1])]
     history = next(d for d in at.dataframe if "current" in d.value.columns).value
     assert history["corrected_period"].tolist()[0] == periods[-1]
+
+
+def test_compare_says_when_two_runs_differ_by_corrections():
+    import json
+
+    from dashboard.text import corrections_words
+
+    after = json.dumps({"data": {"corrections_applied": {"label_wrong": "relabel", "count": 3, "relabelled": 2,
+                                                          "excluded": 1, "annotation_ids": ["a", "b", "c"]}}})
+    before = json.dumps({"data": {}})
+    line = corrections_words("e/before", "e/after", {"e/before": before, "e/after": after})
+    assert line == ("The runs' data differ by experts' corrections: A has no experts' corrections, B has 3 experts' "
+                    "correction(s) applied (relabel: 2 relabelled, 1 excluded); the test below compares them on the "
+                    "images both were scored on.")
+    assert corrections_words("e/before", "e/x", {"e/before": before, "e/x": None}) is None  # neither: nothing said

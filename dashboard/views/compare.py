@@ -22,7 +22,7 @@ from dashboard import state
 from dashboard.export import compare_export, export_name, gallery_file
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.text import md_escape
+from dashboard.text import corrections_words, md_escape
 from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, pager
 
 GRID = 8
@@ -181,27 +181,6 @@ def mcnemar_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
                "a difference this large could easily arise by chance: no significant difference at the 5% level.")
     return (head + f" An exact McNemar test (two-sided binomial test of b out of b + c = {discordant:,} "
             f"discordant images against a fair coin) gives **p = {p:.3g}**; {verdict}")
-
-
-def corrections_of(config: str | None) -> dict | None:
-    """What experts' corrections did to a run's data (its resolved config's data.corrections_applied), if any."""
-    applied = (json.loads(config).get("data") or {}).get("corrections_applied") if config else None
-    return applied if isinstance(applied, dict) and applied.get("count") else None
-
-
-def corrections_words(a: str, b: str, configs: dict[str, str | None]) -> str | None:
-    """One line when the two runs' data differ by experts' corrections, so the test below is read as before/after."""
-    def said(applied: dict | None) -> str:
-        if applied is None:
-            return "no experts' corrections"
-        return (f"{applied['count']:,} experts' correction(s) applied ({applied.get('label_wrong')}: "
-                f"{applied.get('relabelled', 0):,} relabelled, {applied.get('excluded', 0):,} excluded)")
-
-    ca, cb = corrections_of(configs.get(a)), corrections_of(configs.get(b))
-    if ca == cb:
-        return None
-    return (f"The runs' data differ by experts' corrections: A has {said(ca)}, B has {said(cb)}; the test below "
-            "compares them on the images both were scored on.")
 
 
 def url_toggle(label: str, key: str, default: bool) -> bool:
