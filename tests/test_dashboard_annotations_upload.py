@@ -59,8 +59,9 @@ def test_save_stores_identity_hash_run_and_time(writable, monkeypatch):
                                       path=writable)
     row = sql(writable, "SELECT * FROM annotations")
     assert len(row) == 1
-    aid, ds, img, digest, run, verdict, note, author, created, revises, withdrawn, source = row[0]
+    aid, ds, img, digest, run, verdict, note, author, created, revises, withdrawn, source, corrected = row[0]
     assert (aid, ds, img, digest, run) == (annotation_id, dataset_id, image_id, content_hash, RUN)
+    assert corrected is None  # no corrected period given
     assert uuid.UUID(aid).version == 4
     assert (verdict, note, author) == ("label wrong", "a Vermeer, surely", "Ada")
     assert (revises, withdrawn, source) == (None, False, "dashboard")
