@@ -17,7 +17,10 @@ pytestmark = pytest.mark.browser
 
 
 def pick(page, box: str, option: str) -> None:
+    """Open the select box and type the option, as a user can: the list shows only the options that fit, and the
+    wanted one may be out of sight (it was once in CI)."""
     page.locator("[data-testid='stSelectbox']").filter(has_text=box).click()
+    page.keyboard.type(option)
     page.get_by_role("option", name=option, exact=True).click()
 
 
