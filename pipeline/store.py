@@ -23,15 +23,17 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "5"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history);
-# 5: near_copies, label_quality (per dataset), annotations.corrected_period (an expert's period for "label wrong")
+SCHEMA_VERSION = "6"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history);
+# 5: near_copies, label_quality (per dataset), annotations.corrected_period (an expert's period for "label wrong");
+# 6: metrics.low/high (95 % interval), predictions.raw_confidence/raw_probs (before temperature scaling),
+#    calibration (per run and task), slices (named filters shared by URL)
 # sha256 of the SCHEMA text below, as of SCHEMA_VERSION. tests/test_schema_version.py fails when SCHEMA changes and
 # this does not: then bump SCHEMA_VERSION, make ensure_schema migrate an older store, and only then update this.
-SCHEMA_DIGEST = (SCHEMA_VERSION, "9038bb756b2b2eac2b33ed11ca6d5a854a0b2e68bda82c87bc249128e0fcff27")
+SCHEMA_DIGEST = (SCHEMA_VERSION, "44f972dd12ce104742168214ea53ae7da1fd42c88c86cc5d1073812350088648")
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
-              "attribution_agreement", "attribution_sanity")
+              "attribution_agreement", "attribution_sanity", "calibration")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -57,8 +59,9 @@ CREATE TABLE IF NOT EXISTS epochs (
     val_loss DOUBLE, val_acc DOUBLE, val_artist_acc DOUBLE, lr DOUBLE);
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT, image_id TEXT, split TEXT, task TEXT, true_label TEXT, pred_label TEXT, correct BOOLEAN,
-    confidence REAL, true_prob REAL, loss REAL, probs REAL[]);
-CREATE TABLE IF NOT EXISTS metrics (run_id TEXT, split TEXT, task TEXT, metric TEXT, label TEXT, value DOUBLE);
+    confidence REAL, true_prob REAL, loss REAL, probs REAL[], raw_confidence REAL, raw_probs REAL[]);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT, split TEXT, task TEXT, metric TEXT, label TEXT, value DOUBLE, low DOUBLE, high DOUBLE);
 CREATE TABLE IF NOT EXISTS confusion (
     run_id TEXT, split TEXT, task TEXT, true_label TEXT, pred_label TEXT, count INTEGER);
 CREATE TABLE IF NOT EXISTS embeddings (run_id TEXT, image_id TEXT, vector FLOAT[], x REAL, y REAL);
@@ -79,6 +82,10 @@ CREATE TABLE IF NOT EXISTS near_copies (
 CREATE TABLE IF NOT EXISTS label_quality (
     dataset_id TEXT, image_id TEXT, given_label TEXT, quality REAL, suggested_label TEXT, issue BOOLEAN,
     folds INTEGER, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS calibration (
+    run_id TEXT, task TEXT, temperature DOUBLE, fitted_on TEXT, n INTEGER);
+CREATE TABLE IF NOT EXISTS slices (
+    slice_id TEXT PRIMARY KEY, name TEXT, filter JSON, author TEXT, created_at TIMESTAMP);
 """
 
 
@@ -491,6 +498,7 @@ class RunRecord:
     attributions: pa.Table | None = None
     attribution_agreement: pd.DataFrame | None = None
     attribution_sanity: pd.DataFrame | None = None
+    calibration: pd.DataFrame | None = None  # per task: the temperature fitted on the validation split
 
 
 def write_run(path: str | Path, record: RunRecord) -> None:
@@ -513,7 +521,7 @@ def write_run(path: str | Path, record: RunRecord) -> None:
             _insert(con, "metrics", record.metrics)
             _insert(con, "confusion", record.confusion)
             _insert(con, "embeddings", record.embeddings)
-            for table in ("attributions", "attribution_agreement", "attribution_sanity"):
+            for table in ("attributions", "attribution_agreement", "attribution_sanity", "calibration"):
                 if getattr(record, table) is not None:
                     _insert(con, table, getattr(record, table))
             con.execute("COMMIT")

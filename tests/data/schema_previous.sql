@@ -1,5 +1,5 @@
--- Period Eye store schema version 4 (pipeline/store.py SCHEMA before near_copies, label_quality and
--- annotations.corrected_period), the version before SCHEMA_VERSION: tests/test_schema_version.py migrates a store made
+-- Period Eye store schema version 5 (pipeline/store.py SCHEMA before metrics.low/high, predictions.raw_*,
+-- calibration and slices), the version before SCHEMA_VERSION: tests/test_schema_version.py migrates a store made
 -- with it. When SCHEMA_VERSION is bumped, replace this file by the SCHEMA text of the version before the new one and
 -- change the number above.
 
@@ -41,4 +41,10 @@ CREATE TABLE IF NOT EXISTS attribution_sanity (
     run_id TEXT, method TEXT, n_images INTEGER, spearman_mean DOUBLE, spearman_std DOUBLE, top_overlap_mean DOUBLE);
 CREATE TABLE IF NOT EXISTS annotations (
     annotation_id TEXT PRIMARY KEY, dataset_id TEXT, image_id TEXT, content_hash TEXT, run_id TEXT,
-    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT);
+    verdict TEXT, note TEXT, author TEXT, created_at TIMESTAMP, revises TEXT, withdrawn BOOLEAN, source TEXT,
+    corrected_period TEXT);
+CREATE TABLE IF NOT EXISTS near_copies (
+    dataset_id TEXT, group_id TEXT, image_id TEXT, kind TEXT, score REAL);
+CREATE TABLE IF NOT EXISTS label_quality (
+    dataset_id TEXT, image_id TEXT, given_label TEXT, quality REAL, suggested_label TEXT, issue BOOLEAN,
+    folds INTEGER, created_at TIMESTAMP);
