@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.arrays import float_lists
+from pipeline.artist_seen import artist_seen_metrics
 from pipeline.inference import softmax
-from pipeline.metrics import classification_metrics
+from pipeline.metrics import classification_metrics, metric_intervals
 
 SPLITS = ("train", "val", "test")
 
@@ -98,8 +99,11 @@ def score_outputs(
             if not mask.any():
                 continue
             overall, per_class, cm = classification_metrics(y[mask], probs[mask], names, chronological=task == "period")
-            metric_rows += [(run_id, split, task, m, None, v) for m, v in overall.items()]
-            metric_rows += [(run_id, split, task, r.metric, r.label, r.value) for r in per_class.itertuples()]
+            bounds = metric_intervals(y[mask], probs[mask], names, task == "period", seed=seed)
+            none = (None, None)
+            metric_rows += [(run_id, split, task, m, None, v, *bounds.get((m, None), none)) for m, v in overall.items()]
+            metric_rows += [(run_id, split, task, r.metric, r.label, r.value, *bounds.get((r.metric, r.label), none))
+                            for r in per_class.itertuples()]
             confusion_rows += [
                 (run_id, split, task, names[i], names[j], int(cm[i, j]))
                 for i in range(len(names))
@@ -108,10 +112,12 @@ def score_outputs(
             ]
             if split == "test" and task == "period":
                 headline = overall
+    metric_rows += artist_seen_metrics(run_id, images, targets, labels, logits)  # period from painter vs style
     xy = project_2d(embeddings, projection, seed)
     return Evaluation(
         predictions=pa.concat_tables(pred_parts),
-        metrics=pd.DataFrame(metric_rows, columns=["run_id", "split", "task", "metric", "label", "value"]),
+        metrics=pd.DataFrame(metric_rows, columns=["run_id", "split", "task", "metric", "label", "value", "low",
+                                                  "high"]),
         confusion=pd.DataFrame(
             confusion_rows, columns=["run_id", "split", "task", "true_label", "pred_label", "count"]
         ),

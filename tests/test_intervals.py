@@ -1,0 +1,102 @@
+"""95 % intervals: Wilson against a published table, bootstrap coverage, the paired difference in words, and the
+metric rows evaluation writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from pipeline.evaluate import score_outputs
+from pipeline.intervals import (
+    bootstrap_interval,
+    confusion_statistics,
+    difference_words,
+    paired_bootstrap_difference,
+    resampled_confusions,
+    wilson,
+)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [  # Newcombe (1998), Statistics in Medicine 17:857-872, Table I, method 3 (Wilson score, no correction)
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (81, 100, 0.7222, 0.8749),
+    ],
+)
+def test_wilson_reproduces_the_published_table(k, n, low, high):
+    got = wilson(k, n)
+    assert got == pytest.approx((low, high), abs=5e-5)
+
+
+def test_wilson_of_nothing_is_undefined():
+    assert all(np.isnan(v) for v in wilson(0, 0))
+
+
+def test_bootstrap_covers_a_binomial_about_95_percent_of_the_time():
+    p, n, hits, sims = 0.7, 150, 0, 300
+    rng = np.random.default_rng(123)
+    for s in range(sims):
+        x = (rng.random(n) < p).astype(float)
+        low, high = bootstrap_interval(lambda a: a.mean(1), x, n_boot=400, seed=s)
+        hits += low <= p <= high
+    assert 0.90 <= hits / sims <= 0.99
+
+
+def test_bootstrap_is_seeded_and_chunked_results_match_one_pass():
+    x = np.random.default_rng(0).random(50)
+    assert bootstrap_interval(lambda a: a.mean(1), x, seed=7) == bootstrap_interval(lambda a: a.mean(1), x, seed=7)
+    assert bootstrap_interval(lambda a: a.mean(1), x, seed=7) != bootstrap_interval(lambda a: a.mean(1), x, seed=8)
+
+
+def test_confusion_statistics_equal_sklearn_on_each_resample():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 200)
+    pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, 4, 200))
+    cms = resampled_confusions(y, pred, 4, n_boot=5, seed=3)
+    stats = confusion_statistics(cms, chronological=True)
+    for b in range(5):  # rebuild the same resamples from the same seed, then ask sklearn
+        idx = np.random.default_rng(3).integers(0, 200, size=(5, 200))[b]
+        assert stats["macro_f1"][b] == pytest.approx(
+            f1_score(y[idx], pred[idx], labels=range(4), average="macro", zero_division=0))
+        assert stats["balanced_accuracy"][b] == pytest.approx(balanced_accuracy_score(y[idx], pred[idx]))
+        assert stats["f1"][b] == pytest.approx(f1_score(y[idx], pred[idx], labels=range(4), average=None,
+                                                        zero_division=0))
+
+
+def test_paired_difference_in_words():
+    rng = np.random.default_rng(5)
+    a = rng.random(400) < 0.70
+    b = a | (rng.random(400) < 0.02)  # B fixes a few of A's errors and breaks none: a small, real gain
+    diff, low, high = paired_bootstrap_difference(a, b, seed=0)
+    assert diff == pytest.approx(b.mean() - a.mean())
+    assert 0 <= low <= diff <= high
+    assert difference_words(0.021, -0.004, 0.046) == (
+        "B is 2.1 points better, 95 % interval −0.4 to 4.6: not distinguishable")
+    assert difference_words(-0.05, -0.08, -0.02, a="run 1", b="run 2") == (
+        "run 2 is 5.0 points worse, 95 % interval −8.0 to −2.0: distinguishable")
+    assert difference_words(diff, low, high).endswith(": distinguishable") == (low > 0)
+
+
+def test_evaluation_rows_carry_intervals_around_their_values():
+    rng = np.random.default_rng(0)
+    n, names = 300, ["a", "b", "c"]
+    images = __import__("pandas").DataFrame({"image_id": [f"i{i}" for i in range(n)],
+                                             "split": rng.choice(["train", "val", "test"], n)})
+    y = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 2.5 * np.eye(3)[y]
+    ev = score_outputs("r", images, y[:, None], {"period": names}, rng.normal(size=(n, 4)).astype(np.float32),
+                       {"period": logits}, projection="pca")
+    m = ev.metrics
+    withbounds = m[m.metric.isin(["accuracy", "balanced_accuracy", "macro_f1", "adjacent_error_share", "f1"])]
+    assert len(withbounds) == 3 * (4 + 3)
+    assert (withbounds.low <= withbounds.value + 1e-12).all() and (withbounds.value <= withbounds.high + 1e-12).all()
+    assert (withbounds.high - withbounds.low > 0).all()
+    assert m[m.metric.isin(["n", "loss", "support"])][["low", "high"]].isna().all().all()
+    test = m[(m.split == "test") & (m.metric == "accuracy")].iloc[0]
+    k = round(test.value * (ev.predictions.to_pandas().split == "test").sum())
+    assert (test.low, test.high) == pytest.approx(wilson(k, (images.split == "test").sum()))
