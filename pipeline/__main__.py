@@ -183,6 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from pipeline import store
+    from pipeline.backfill import backfill_intervals
 
     path = store_path(args)
     if not os.path.isfile(path):
@@ -190,7 +191,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     check_store(path, writing=True, adopt=args.adopt_store)
     with store.connect(path) as con:  # a writer's connection brings the schema up to date (never down)
         version = store.scalar(con, "SELECT value FROM meta WHERE key = 'schema_version'")  # ensure_schema wrote it
-    print(f"{path}: schema {version}")
+        filled = backfill_intervals(con)  # runs written before schema 6 get their metrics' 95 % intervals
+    print(f"{path}: schema {version}" + (f", 95 % intervals filled on {filled} metric rows" if filled else ""))
     return 0
 
 

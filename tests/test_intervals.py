@@ -3,11 +3,15 @@ metric rows evaluation writes."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from pipeline.evaluate import score_outputs
+from pipeline import store
+from pipeline.__main__ import main
+from pipeline.evaluate import Evaluation, score_outputs
 from pipeline.intervals import (
     bootstrap_interval,
     confusion_statistics,
@@ -82,15 +86,20 @@ def test_paired_difference_in_words():
     assert difference_words(diff, low, high).endswith(": distinguishable") == (low > 0)
 
 
-def test_evaluation_rows_carry_intervals_around_their_values():
+NAMES = ["a", "b", "c"]
+
+
+def evaluation(run_id: str = "r", n: int = 300) -> tuple[pd.DataFrame, Evaluation]:
     rng = np.random.default_rng(0)
-    n, names = 300, ["a", "b", "c"]
-    images = __import__("pandas").DataFrame({"image_id": [f"i{i}" for i in range(n)],
-                                             "split": rng.choice(["train", "val", "test"], n)})
+    images = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "split": rng.choice(["train", "val", "test"], n)})
     y = rng.integers(0, 3, n)
     logits = rng.normal(size=(n, 3)) + 2.5 * np.eye(3)[y]
-    ev = score_outputs("r", images, y[:, None], {"period": names}, rng.normal(size=(n, 4)).astype(np.float32),
-                       {"period": logits}, projection="pca")
+    return images, score_outputs(run_id, images, y[:, None], {"period": NAMES},
+                                 rng.normal(size=(n, 4)).astype(np.float32), {"period": logits}, projection="pca")
+
+
+def test_evaluation_rows_carry_intervals_around_their_values():
+    images, ev = evaluation()
     m = ev.metrics
     withbounds = m[m.metric.isin(["accuracy", "balanced_accuracy", "macro_f1", "adjacent_error_share", "f1"])]
     assert len(withbounds) == 3 * (4 + 3)
@@ -100,3 +109,27 @@ def test_evaluation_rows_carry_intervals_around_their_values():
     test = m[(m.split == "test") & (m.metric == "accuracy")].iloc[0]
     k = round(test.value * (ev.predictions.to_pandas().split == "test").sum())
     assert (test.low, test.high) == pytest.approx(wilson(k, (images.split == "test").sum()))
+
+
+def test_upgrade_fills_the_intervals_of_a_run_stored_without_them(tmp_path):
+    path = tmp_path / "old.duckdb"
+    _, ev = evaluation("e/old")
+    store.write_run(path, store.RunRecord(
+        run={"run_id": "e/old", "name": "old", "status": "complete"}, labels={"period": NAMES},
+        epochs=pd.DataFrame({"run_id": ["e/old"], "stage": ["head"], "epoch": [1]}),
+        predictions=ev.predictions, metrics=ev.metrics, confusion=ev.confusion, embeddings=ev.embeddings))
+    query = "SELECT split, metric, label, low, high FROM metrics ORDER BY ALL"
+    with duckdb.connect(str(path)) as con:
+        written = con.execute(query).fetchall()
+        con.execute("UPDATE metrics SET low = NULL, high = NULL")  # as a run stored before schema 6 has them
+    assert main(["upgrade", "--store", str(path)]) == 0
+    with duckdb.connect(str(path), read_only=True) as con:
+        filled = con.execute(query).fetchall()
+    assert [r[:3] for r in filled] == [r[:3] for r in written]
+    assert sum(r[3] is not None for r in filled) == 42  # 3 splits x (accuracy, top-2, balanced, macro-F1,
+    # adjacent share, and per class F1, precision, recall): only n, loss and support stay without one
+    for got, want in zip(filled, written, strict=True):
+        assert (got[3] is None) == (want[3] is None)
+        if want[3] is not None:
+            assert got[3:] == pytest.approx(want[3:], abs=1e-6)
+    assert main(["upgrade", "--store", str(path)]) == 0  # nothing left to fill: the same rows again
