@@ -172,6 +172,9 @@ def tile(g: Gallery, n: int, r: pd.Series) -> str:
                    f"{e(r['pred_label'])})</summary><div class=\"mapgrid\">{cells}</div></details>")
     buttons = "".join(f"<button type=\"button\" data-verdict=\"{e(v)}\" aria-pressed=\"false\">{e(v)}</button>"
                       for v in VERDICTS)
+    options = "".join(f"<option value=\"{e(p)}\">{e(p)}</option>" for p in g.periods if p != r["true_label"])
+    corrected = ("<label class=\"corrected\" hidden>The right period <select class=\"corrected\">"
+                 f"<option value=\"\">not sure</option>{options}</select></label>")
     alt = e(r.get("title") if isinstance(r.get("title"), str) else "painting")
     return (f"<figure class=\"tile is-{outcome}\" data-n=\"{n}\">"
             f"<button type=\"button\" class=\"thumb\" title=\"Show what the model looked at\"><img alt=\"{alt}\" "
@@ -180,7 +183,7 @@ def tile(g: Gallery, n: int, r: pd.Series) -> str:
             f"<div class=\"guess\"><span class=\"k\">Model's guess</span> <span class=\"{outcome}\">"
             f"{e(r['pred_label'])}</span> · <span class=\"nw\">{percent(r['confidence'])} sure</span>{split}</div>"
             f"<div class=\"meta\">{meta}</div>{path}{known}</figcaption>{details}"
-            f"<div class=\"verdict\" role=\"group\" aria-label=\"Your verdict\">{buttons}"
+            f"<div class=\"verdict\" role=\"group\" aria-label=\"Your verdict\">{buttons}{corrected}"
             "<input type=\"text\" class=\"note\" placeholder=\"note (optional)\" aria-label=\"Note\" "
             "maxlength=\"5000\">"
             "</div></figure>")

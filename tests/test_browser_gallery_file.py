@@ -20,7 +20,8 @@ from tests.test_browser_annotations_upload import listed
 
 pytestmark = pytest.mark.browser
 
-HEADER = ["format", "export_id", "run_id", "image_id", "content_hash", "verdict", "note", "reviewer", "time"]
+HEADER = ["format", "export_id", "run_id", "image_id", "content_hash", "verdict", "note", "reviewer", "time",
+          "corrected_period"]
 
 
 def pictures(page, name: str) -> None:
@@ -74,6 +75,11 @@ def test_verdicts_given_in_the_file_survive_a_reload_and_download_as_the_agreed_
         judged.nth(n).get_by_role("button", name=verdict, exact=True).click()
         if note:
             judged.nth(n).get_by_label("Note").fill(note)
+    # "label wrong" asks which period is right (the next run can relabel by it); no other verdict asks
+    right_period = judged.nth(0).get_by_label("The right period")
+    expect(judged.nth(1).get_by_label("The right period")).to_be_hidden()
+    periods = [o for o in right_period.locator("option").all_inner_texts() if o != "not sure"]
+    right_period.select_option(periods[-1])
     judged.nth(3).get_by_label("Note").fill("a note with no verdict is not written")
     expect(page.locator("#given")).to_have_text("3 verdicts given")
     pictures(page, "gallery-file")
@@ -83,6 +89,7 @@ def test_verdicts_given_in_the_file_survive_a_reload_and_download_as_the_agreed_
     expect(judged.nth(0).get_by_role("button", name="label wrong", exact=True)).to_have_attribute(
         "aria-pressed", "true")
     expect(judged.nth(0).get_by_label("Note")).to_have_value(given[0][1])
+    expect(judged.nth(0).get_by_label("The right period")).to_have_value(periods[-1])
     expect(judged.nth(2).get_by_role("button", name="outside its period", exact=True)).to_have_attribute(
         "aria-pressed", "true")
     expect(page.locator("#given")).to_have_text("3 verdicts given")
@@ -103,6 +110,7 @@ def test_verdicts_given_in_the_file_survive_a_reload_and_download_as_the_agreed_
             "periodeye-verdicts/1", made.export_id, run_id, "Ana Ruiz")
         assert r["content_hash"] == hashes[r["image_id"]]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["time"])
+        assert r["corrected_period"] == (periods[-1] if r["verdict"] == "label wrong" else "")
     assert asked == []  # opened from disk, it asked the network for nothing
 
     # ... and the verdicts come back: uploaded on the Annotations page they join the list; uploaded again, nothing
@@ -117,5 +125,6 @@ def test_verdicts_given_in_the_file_survive_a_reload_and_download_as_the_agreed_
         page.get_by_text(report).wait_for(timeout=60_000)
         wait_for_app(page)
         assert listed(page) == before + 3
-    assert sorted(sql(served.store, "SELECT verdict, note FROM annotations WHERE author = 'Ana Ruiz'")) == sorted(
-        (verdict, note or None) for verdict, note in given.values())
+    assert sorted(sql(served.store, "SELECT verdict, note, corrected_period FROM annotations WHERE author = 'Ana Ruiz'")
+                  ) == sorted((verdict, note or None, periods[-1] if verdict == "label wrong" else None)
+                              for verdict, note in given.values())

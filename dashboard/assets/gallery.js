@@ -4,7 +4,9 @@
   "use strict";
   var meta = JSON.parse(document.getElementById("periodeye-meta").textContent);
   var KEY = "periodeye-verdicts:" + meta.export_id;
-  var HEADER = ["format", "export_id", "run_id", "image_id", "content_hash", "verdict", "note", "reviewer", "time"];
+  var HEADER = ["format", "export_id", "run_id", "image_id", "content_hash", "verdict", "note", "reviewer", "time",
+                "corrected_period"];
+  var LABEL_WRONG = "label wrong";  // the one verdict that may name the period the expert believes is right
   var saved = load();
 
   function load() {
@@ -41,6 +43,9 @@
       b.setAttribute("aria-pressed", String(b.getAttribute("data-verdict") === got.verdict));
     });
     fig.querySelector("input.note").value = got.note || "";
+    var wrong = got.verdict === LABEL_WRONG;
+    fig.querySelector("label.corrected").hidden = !wrong;
+    fig.querySelector("select.corrected").value = wrong ? got.corrected_period || "" : "";
     fig.classList.toggle("judged", !!got.verdict);
   }
 
@@ -63,7 +68,8 @@
       var got = saved.tiles[t.image_id];
       if (!got || !got.verdict) return;
       lines.push([meta.format, meta.export_id, meta.run_id, t.image_id, t.content_hash, got.verdict, got.note,
-                  saved.reviewer, got.time].map(cell).join(","));
+                  saved.reviewer, got.time, got.verdict === LABEL_WRONG ? got.corrected_period || "" : ""
+                 ].map(cell).join(","));
     });
     return lines.join("\r\n") + "\r\n";
   }
@@ -100,6 +106,15 @@
     store();
     show(button.closest("figure.tile"));
     count();
+  });
+
+  document.addEventListener("change", function (ev) {
+    var select = ev.target;
+    if (!select.classList || !select.classList.contains("corrected")) return;
+    var got = entry(tileOf(select));
+    got.corrected_period = select.value;
+    got.time = new Date().toISOString();
+    store();
   });
 
   document.addEventListener("input", function (ev) {
