@@ -4,11 +4,11 @@ every link between them, so "next error" walks the gallery the user was looking 
 from __future__ import annotations
 
 from dashboard import state
-from dashboard.queries import gallery
+from dashboard.queries import gallery, slices
 from dashboard.queries.runs import artists, labels
 
 SPLITS = ["test", "val", "train", "all"]  # the Errors page's choices, its default first
-KEYS = ("split", "outcome", "true", "pred", "artist", "cmin", "cmax", "sort")
+KEYS = ("split", "outcome", "true", "pred", "artist", "cmin", "cmax", "sort", "within")  # within: a slice
 DEFAULT_SORT = "most confident first"
 
 
@@ -22,7 +22,12 @@ def errors_filter(run_id: str, outcome: str = "wrong") -> gallery.GalleryFilter:
         [a for a in state.get_list("artist") if a in known_artists],
         chosen if chosen in gallery.OUTCOMES else outcome,
         state.get_float("cmin", 0.0), state.get_float("cmax", 1.0),
-        sort if sort in gallery.SORTS else DEFAULT_SORT)
+        sort if sort in gallery.SORTS else DEFAULT_SORT, within())
+
+
+def within() -> dict[str, list[str]]:
+    """The slice the URL restricts the gallery to (`within=dimension:value`, repeated; see queries/slices.py)."""
+    return slices.parse_within(state.get_list("within"))
 
 
 def params() -> dict[str, list[str]]:

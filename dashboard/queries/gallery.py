@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from dashboard.queries import query
+from dashboard.queries import query, slices
 from pipeline.annotations import CURRENT
 
 MISLABELLED = "most likely mislabelled"
@@ -38,6 +38,7 @@ class GalleryFilter:
     conf_min: float = 0.0
     conf_max: float = 1.0
     sort: str = "most confident first"
+    within: dict[str, list[str]] = field(default_factory=dict)  # a slice (queries/slices.py): {dimension: [values]}
 
     def where(self) -> tuple[str, list[str | float]]:
         clauses = ["p.run_id = ?", "p.task = 'period'"]
@@ -58,6 +59,10 @@ class GalleryFilter:
         if self.conf_min > 0 or self.conf_max < 1:
             clauses.append("p.confidence BETWEEN ? AND ?")
             params += [self.conf_min, self.conf_max]
+        if self.within:
+            sliced, values = slices.clause(self.within)
+            clauses.append(sliced)
+            params += values
         return " AND ".join(clauses), params
 
     def describe(self) -> str:
@@ -72,6 +77,8 @@ class GalleryFilter:
             parts.append("artist " + " / ".join(self.artists))
         if self.conf_min > 0 or self.conf_max < 1:
             parts.append(f"confidence {self.conf_min:.2f}–{self.conf_max:.2f}")
+        if self.within:
+            parts.append("slice: " + slices.describe(self.within))
         parts.append(f"sorted {self.sort}")
         return "; ".join(parts)
 
