@@ -1,11 +1,14 @@
-"""Details by local features: ORB keypoints + RANSAC on the near-copy labelled set (a measurement, not the pipeline).
+"""Details by local features, as the pipeline's `local` near-copy detector finds them: embedding top-k candidates,
+then ORB keypoints + RANSAC (pipeline/local_match.py) on the decoded cache.
 
 The same labelled set as benchmarks/near_copies.py (its generator and seed: originals, re-encodes, resizes,
-details, colour shifts, negatives), each image read at 256 px on the long side in grey. Per image: ORB keypoints
-and binary descriptors (scikit-image); per candidate pair: cross-checked Hamming matches with a ratio test, then
-RANSAC with a similarity transform; a pair is a link when its inlier count >= T. Candidate pairs: every copy
-against every original, and every negative against every original of its style (so false links can appear).
-Recall = share of copies of a kind linked to their original; precision = share of links joining one work's images.
+details, colour shifts, negatives), prepared as the pipeline does (cache at 160 px). First, recall@k of the
+candidate step: the share of copies of each kind whose original is among its k most cosine-similar images
+(efficientnet_lite0 pooled features) over the whole set, or it among the original's (the pipeline takes both).
+Then the detector at k = NearCopyConfig.local_candidates: every candidate pair's RANSAC inliers (similarity
+transform) on the cached squares without their bars; a pair is a link when inliers >= T. Recall = share of copies
+of a kind linked to their original; precision = share of links joining one work's images; and the time per 1,000
+images of the keypoint and matching steps (the embedding pass is benchmarks/near_copies.py's).
 
     .venv/bin/python -m benchmarks.near_copies_local [--full]
 """
@@ -13,53 +16,36 @@ Recall = share of copies of a kind linked to their original; precision = share o
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from skimage.feature import ORB, match_descriptors
-from skimage.measure import ransac
-from skimage.transform import SimilarityTransform
 
 from benchmarks import common
-from benchmarks.near_copies import FULL, KINDS, QUICK, write_labelled_set
+from benchmarks.near_copies import FULL, KINDS, QUICK, prepared, write_labelled_set
+from pipeline import local_match
+from pipeline.config import NearCopyConfig
+from pipeline.data.near_copies import nearest, neighbour_pairs
+from pipeline.similar_images import embed_cached
 
 NAME = "near copies, local features"
-SIDE = 256  # long side the images are read at
-THRESHOLDS = (6, 8, 10, 12, 15, 20, 30)
-TOP_K = 10  # candidates per image in practice (e.g. top-k by embedding cosine)
+THRESHOLDS = (4, 6, 8, 10, 12, 15, 20, 30)
+TOP_K = (5, 10, 20)
+CANDIDATES = NearCopyConfig.local_candidates
 
 
-def grey(path) -> np.ndarray:
-    img = Image.open(path).convert("L")
-    img.thumbnail((SIDE, SIDE), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.float64) / 255.0
-
-
-def orb_features(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(keypoints as x, y; descriptors); empty arrays where ORB finds too few corners."""
-    orb = ORB(n_keypoints=500, fast_threshold=0.05)
-    try:
-        orb.detect_and_extract(img)
-    except RuntimeError:
-        return np.zeros((0, 2)), np.zeros((0, 256), dtype=bool)
-    return orb.keypoints[:, ::-1].copy(), orb.descriptors
-
-
-def inliers(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> int:
-    """RANSAC inliers of a similarity transform between two images' matched keypoints."""
-    if len(a[1]) < 3 or len(b[1]) < 3:
-        return 0
-    matches = match_descriptors(a[1], b[1], cross_check=True, max_ratio=0.8)
-    if len(matches) < 3:
-        return 0
-    src, dst = a[0][matches[:, 0]], b[0][matches[:, 1]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, mask = ransac((src, dst), SimilarityTransform, min_samples=2, residual_threshold=3.0,
-                             max_trials=300, rng=rng)
-    return 0 if model is None or mask is None else int(mask.sum())
+def recall_at_k(index: np.ndarray, images: pd.DataFrame) -> list[list[object]]:
+    """Per k and kind: share of copies with their original among their k neighbours (or they among its)."""
+    original = {w: n for n, (w, k) in enumerate(zip(images["work"], images["kind"], strict=True)) if k == "original"}
+    rows = []
+    for k in TOP_K:
+        row: list[object] = [k]
+        for kind in KINDS:
+            copies = np.flatnonzero((images["kind"] == kind).to_numpy())
+            found = [original[images["work"].iat[i]] in index[i, :k] or i in index[original[images["work"].iat[i]], :k]
+                     for i in copies]
+            row.append(float(np.mean(found)))
+        rows.append(row)
+    return rows
 
 
 def run(quick: bool = True) -> list[dict]:
@@ -70,47 +56,58 @@ def run(quick: bool = True) -> list[dict]:
         truth = write_labelled_set(common.paintings_root(), root / "images", s.originals, s.negatives, s.per_kind)
         truth.to_csv(truth_file, index=False)
     truth = pd.read_csv(truth_file)
-    truth["style"] = truth["work"].str.split("/").str[0]
+    data = prepared(root / "images")
+    images = data.images.merge(truth, on="image_id").reset_index(drop=True)
+    features = embed_cached(data.pixels, images["cache_index"].to_numpy())
+    n_kind = images["kind"].value_counts().to_dict()
 
     t = time.perf_counter()
-    feats = [orb_features(grey(root / "images" / i)) for i in truth["image_id"]]
+    index, _ = nearest(features, max(TOP_K))
+    t_neighbours = time.perf_counter() - t
+    common.table(f"Recall@k of embedding candidates on {len(images)} real-painting images ({n_kind})",
+                 ["k", *KINDS], recall_at_k(index, images))
+
+    pairs = neighbour_pairs(index[:, :CANDIDATES])
+    t = time.perf_counter()
+    pictures = (local_match.painting_of(local_match.grey_square(data.pixels[r]), int(w), int(h))
+                for r, w, h in zip(images["cache_index"], images["width"], images["height"], strict=True))
+    kept = local_match.all_features(pictures, total=len(images))
     t_features = time.perf_counter() - t
-
-    originals = truth[truth["kind"] == "original"]
-    pairs = []
-    for n, row in truth.iterrows():
-        if row["kind"] in KINDS:
-            pairs += [(n, m) for m in originals.index]
-        elif row["kind"] == "negative":
-            pairs += [(n, m) for m in originals.index[originals["style"] == row["style"]]]
-    rng = np.random.default_rng(0)
     t = time.perf_counter()
-    counts = np.array([inliers(feats[a], feats[b], rng) for a, b in pairs])
+    found = local_match.verified(kept, pairs, min_inliers=0)
     t_pairs = time.perf_counter() - t
 
-    work, kind = truth["work"].to_numpy(), truth["kind"].to_numpy()
-    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    a, b, counts = (np.array(c) for c in zip(*found, strict=True))
+    work, kind = images["work"].to_numpy(), images["kind"].to_numpy()
     same = work[a] == work[b]
+    original = {w: n for n, (w, k) in enumerate(zip(work, kind, strict=True)) if k == "original"}
+    inliers = {(min(i, j), max(i, j)): c for i, j, c in found}
     rows = []
     for th in THRESHOLDS:
         linked = counts >= th
-        row = [f">= {th}", float(same[linked].mean()) if linked.any() else 1.0, int((linked & ~same).sum())]
-        row += [float(linked[same & (kind[a] == k)].mean()) for k in KINDS]
+        row: list[object] = [f">= {th}", float(same[linked].mean()) if linked.any() else 1.0,
+                             int((linked & ~same).sum())]
+        for k in KINDS:
+            copies = np.flatnonzero(kind == k)
+            row.append(float(np.mean([inliers.get((min(i, original[work[i]]), max(i, original[work[i]])), 0) >= th
+                                      for i in copies])))
         rows.append(row)
-    n_kind = truth["kind"].value_counts().to_dict()
-    common.table(f"ORB + RANSAC (similarity) on {len(truth)} real-painting images ({n_kind}), {SIDE} px, "
-                 f"{len(pairs)} candidate pairs", ["inliers", "precision", "false links", *KINDS], rows)
-    true_counts = pd.Series(counts[same]).groupby(kind[a][same]).median().to_dict()
-    print(f"median inliers of true pairs per kind: {true_counts}; "
-          f"false pairs: 99th pct {np.percentile(counts[~same], 99):.0f}, max {counts[~same].max()}\n")
-    per_image, per_pair = t_features / len(truth), t_pairs / len(pairs)
+    common.table(f"The local detector: top-{CANDIDATES} candidates ({len(pairs)} pairs), ORB + RANSAC on the "
+                 f"{data.pixels.shape[1]} px cache", ["inliers", "precision", "false links", *KINDS], rows)
+    copy_kind = np.where(kind[a] == "original", kind[b], kind[a])
+    true_counts = pd.Series(counts[same]).groupby(copy_kind[same]).median().to_dict()
+    print(f"median inliers of true pairs per kind: {true_counts}; false pairs: "
+          f"99th pct {np.percentile(counts[~same], 99):.0f}, max {counts[~same].max()}\n")
+    n = len(images)
+    per_1000 = 1000 * (t_neighbours + t_features + t_pairs) / n
     common.table("Time", ["step", "seconds"], [
-        ["ORB features per image", per_image], ["match + RANSAC per pair", per_pair],
-        [f"per 1,000 images, top-{TOP_K} candidates each", 1000 * (per_image + TOP_K * per_pair)],
-        ["per 1,000 images, all pairs", 1000 * per_image + 1000 * 999 / 2 * per_pair]])
-    return [common.result(NAME, "detail recall at the lowest threshold with precision 1.0",
-                          max((r[3 + KINDS.index("detail")] for r in rows if r[1] >= 1.0), default=0.0),
-                          None, "share")]
+        [f"top-{max(TOP_K)} neighbours, all images", t_neighbours], ["ORB keypoints per image", t_features / n],
+        ["match + RANSAC per pair", t_pairs / len(pairs)],
+        [f"local detector per 1,000 images (top-{CANDIDATES}, no embedding pass)", per_1000]])
+    chosen = rows[THRESHOLDS.index(NearCopyConfig.local_inliers)]
+    return [common.result(NAME, f"detail recall at >= {NearCopyConfig.local_inliers} inliers, top-{CANDIDATES}",
+                          float(chosen[3 + KINDS.index("detail")]), None, "share",
+                          note=f"precision {chosen[1]:.3f}; {per_1000:.0f} s per 1,000 images")]
 
 
 if __name__ == "__main__":

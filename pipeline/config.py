@@ -62,20 +62,23 @@ class SplitConfig:
     seed: int = 0
 
 
-NearCopyDetector = typing.Literal["phash", "embedding", "title"]
+NearCopyDetector = typing.Literal["phash", "embedding", "local", "title"]
 
 
 @dataclass
 class NearCopyConfig:
     """Near-copies of one work (re-encodes, resizes, details) grouped into one split (pipeline/data/near_copies.py):
     `phash` (perceptual hash of the decoded image), `embedding` (cosine of a pretrained backbone's pooled features:
-    details and colour shifts), `title` (same artist, titles equal once "(detail)" is removed). []: off. Thresholds
-    measured in benchmarks/near_copies.py (BENCHMARKS.md)."""
+    details and colour shifts), `local` (each image's `local_candidates` nearest embedding neighbours confirmed by
+    ORB + RANSAC with `local_inliers` inliers: details), `title` (same artist, titles equal once "(detail)" is
+    removed). []: off. Thresholds measured in benchmarks/near_copies*.py (BENCHMARKS.md)."""
 
     detectors: list[NearCopyDetector] = field(default_factory=list)
     phash_distance: int = 10  # most differing bits of 64 for a phash link
     embedding_similarity: float = 0.8  # least cosine similarity for an embedding link (details: see BENCHMARKS.md)
     embedding_backbone: str = "efficientnet_lite0"
+    local_candidates: int = 10  # embedding neighbours per image that `local` verifies (details' recall@k: BENCHMARKS)
+    local_inliers: int = 8  # least RANSAC inliers for a `local` link (distinct paintings reached 6 at most)
 
 
 @dataclass
@@ -357,6 +360,7 @@ def rules() -> dict[tuple[type, str], Rule]:
         (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
         (NearCopyConfig, "phash_distance"): within(0, 64), (NearCopyConfig, "embedding_similarity"): within(0, 1),
         (NearCopyConfig, "embedding_backbone"): one_of(sorted(BACKBONES)),
+        (NearCopyConfig, "local_candidates"): within(1, 1000), (NearCopyConfig, "local_inliers"): within(3, 10000),
         (RunConfig, "name"): NAME, (RunConfig, "ensemble"): MEMBERS,
         (ModelConfig, "backbone"): one_of(sorted(BACKBONES)), (ModelConfig, "pooling"): one_of(POOLINGS),
         (ModelConfig, "tasks"): Rule(lambda v: v in TASK_SETS, expected="[period] or [period, artist]"),

@@ -38,7 +38,7 @@ from pipeline.data.transforms import tta_views
 from pipeline.distributed import end_distributed, is_global_zero
 from pipeline.evaluate import score_outputs
 from pipeline.inference import heads_pass, mean_of_views
-from pipeline.similar_images import embedding_finder
+from pipeline.similar_images import model_finder
 from pipeline.train import TrainResult, frozen_features, train
 
 RUN_QUEUE_ENV = "PERIODEYE_RUN_QUEUE"
@@ -78,8 +78,7 @@ def config_hash(run: RunConfig, data: PreparedData) -> str:
 def prepare_data(exp: Experiment, progress: bool = True) -> PreparedData:
     """Prepare the data, refuse it if no run could learn from it, and store its version (rank 0)."""
     near = exp.data.near_copies  # the embedding detector needs a model, so data code takes it as a callable
-    similar = (embedding_finder(near.embedding_similarity, near.embedding_backbone, progress)
-               if "embedding" in near.detectors else None)
+    similar = model_finder(near, progress)
     data = prepare(exp.data, Path(exp.artifacts_dir) / "cache", progress=progress, store=exp.store, similar=similar)
     check_trainable(data, exp.data.path or f"the {exp.data.source} data")
     data.dataset_id = stored_version(exp.store, data)  # every process: the id is part of each run's identity

@@ -1,10 +1,11 @@
-"""The embedding detector of near-copies: cosine similarity of a pretrained backbone's pooled features.
+"""The near-copy detectors that need a model: `embedding` (cosine of a pretrained backbone's pooled features) and
+`local` (each image's top-k embedding neighbours verified by ORB + RANSAC, pipeline/local_match.py).
 
 Perceptual hashes miss details (a crop of a third of a painting) and stronger colour shifts; a pretrained
-network's features see the same forms. It needs a model, so it lives here rather than in pipeline/data (data code
-never imports models): `embedding_finder` returns the callable that pipeline.data.prepare takes as `similar`.
-Features are of the whole cached square (no centre crop), kept next to the cache so a second preparation of the
-same images reuses them.
+network's features see the same forms, and local features find a detail inside its work. They need a model, so
+they live here rather than in pipeline/data (data code never imports models): `model_finder` returns the callable
+that pipeline.data.prepare takes as `similar`, both detectors sharing one embedding pass. Features are of the
+whole cached square (no centre crop), kept next to the cache so a second preparation of the same images reuses them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.data.near_copies import Link, LinkFinder, similar_pairs
+from pipeline import local_match
+from pipeline.config import NearCopyConfig
+from pipeline.data.near_copies import Link, LinkFinder, nearest, neighbour_pairs, similar_pairs
 from pipeline.data.transforms import BatchTransform
 from pipeline.inference import forward_pass
 from pipeline.models.backbones import build_backbone
@@ -49,6 +52,41 @@ def embedding_finder(threshold: float, backbone: str = "efficientnet_lite0", pro
     def find(images: pd.DataFrame, pixels: np.ndarray) -> list[Link]:
         features = embed_cached(pixels, images["cache_index"].to_numpy(), backbone, progress=progress)
         return similar_pairs(images["image_id"].astype(str).tolist(), features, threshold, "embedding")
+
+    return find
+
+
+def local_links(images: pd.DataFrame, pixels: np.ndarray, features: np.ndarray, candidates: int, min_inliers: int,
+                progress: bool = False) -> list[Link]:
+    """Links between each image and those of its `candidates` nearest embedding neighbours that ORB + RANSAC
+    confirm with at least `min_inliers` inliers; score = min(1, inliers / 100) (local_match.score).
+
+    Keypoints come from the cached squares (bars cropped off), one image decoded at a time, packed: ~16 KB an image."""
+    ids = images["image_id"].astype(str).tolist()
+    rows = images["cache_index"].to_numpy()
+    widths, heights = images["width"].to_numpy(), images["height"].to_numpy()
+    index, _ = nearest(features, candidates)
+    pictures = (local_match.painting_of(local_match.grey_square(pixels[r]), int(w), int(h))
+                for r, w, h in zip(rows, widths, heights, strict=True))
+    kept = local_match.all_features(pictures, total=len(rows), progress=progress)
+    found = local_match.verified(kept, neighbour_pairs(index), min_inliers, progress=progress)
+    return [(ids[i], ids[j], "local", local_match.score(n)) for i, j, n in found]
+
+
+def model_finder(near: NearCopyConfig, progress: bool = False) -> LinkFinder | None:
+    """The `similar` callable for prepare covering the configured model detectors (None when neither is asked)."""
+    wanted = {"embedding", "local"} & set(near.detectors)
+    if not wanted:
+        return None
+
+    def find(images: pd.DataFrame, pixels: np.ndarray) -> list[Link]:
+        features = embed_cached(pixels, images["cache_index"].to_numpy(), near.embedding_backbone, progress=progress)
+        links: list[Link] = []
+        if "embedding" in wanted:
+            links += similar_pairs(images["image_id"].astype(str).tolist(), features, near.embedding_similarity)
+        if "local" in wanted:
+            links += local_links(images, pixels, features, near.local_candidates, near.local_inliers, progress)
+        return links
 
     return find
 

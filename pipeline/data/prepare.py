@@ -29,7 +29,7 @@ from pipeline.data.corrections import apply_corrections
 from pipeline.data.dedup import content_hash, deduplicate
 from pipeline.data.images import file_problem
 from pipeline.data.near_copies import COLUMNS as NEAR_COLUMNS
-from pipeline.data.near_copies import LinkFinder, find_near_copies
+from pipeline.data.near_copies import MODEL_DETECTORS, LinkFinder, find_near_copies
 from pipeline.data.sources import KNOWN_ORDERS, SOURCES
 from pipeline.data.splits import assign_splits
 from pipeline.data.tables import SourceTable, keep_known_periods, skip
@@ -130,11 +130,12 @@ def _near_copies(df: pd.DataFrame, pixels: np.ndarray, cfg: DataConfig, similar:
     detectors = cfg.near_copies.detectors
     if not detectors:
         return pd.DataFrame(columns=NEAR_COLUMNS), 0.0
-    if "embedding" in detectors and similar is None:
-        raise ConfigError("data.near_copies.detectors includes 'embedding', which needs a model: prepare through "
-                          "pipeline.experiment (or pass `similar`), or drop 'embedding'")
+    needs_model = sorted(MODEL_DETECTORS & set(detectors))
+    if needs_model and similar is None:
+        raise ConfigError(f"data.near_copies.detectors includes {needs_model}, which need a model: prepare through "
+                          "pipeline.experiment (or pass `similar`), or drop them")
     start = time.perf_counter()
-    near = find_near_copies(df, pixels, cfg.near_copies, similar if "embedding" in detectors else None)
+    near = find_near_copies(df, pixels, cfg.near_copies, similar if needs_model else None)
     return near, time.perf_counter() - start
 
 
