@@ -57,7 +57,7 @@ def slug(name: str) -> str:
 def save(con: duckdb.DuckDBPyConnection, name: str, within: Mapping[str, Sequence[str]], author: str | None
          ) -> str:
     """Save a new slice and return its id (the name's slug; "-2", "-3"… when an older slice holds it). Names are
-    unique, ignoring case and spacing: saving under a taken name is refused, not an overwrite of someone's slice."""
+    unique, ignoring case, spacing and punctuation: saving under a taken name is refused, not an overwrite of someone's slice."""
     name, clean = checked_name(name), checked_filter(within)
     author = (author or "").strip()[:MAX_AUTHOR] or None
     _refuse_taken(con, name)
@@ -93,7 +93,8 @@ def _existing(con: duckdb.DuckDBPyConnection, slice_id: str) -> None:
 
 
 def _refuse_taken(con: duckdb.DuckDBPyConnection, name: str, other_than: str | None = None) -> None:
-    row = con.execute("SELECT name FROM slices WHERE lower(name) = lower(?) AND slice_id IS DISTINCT FROM ?",
-                      [name, other_than]).fetchone()
-    if row is not None:
-        raise SliceError(f"A slice named {row[0]!r} exists already: choose another name.")
+    """Names are the same when their slugs are (case, spacing and punctuation aside)."""
+    rows = con.execute("SELECT name FROM slices WHERE slice_id IS DISTINCT FROM ?", [other_than]).fetchall()
+    same = next((row[0] for row in rows if slug(row[0]) == slug(name)), None)
+    if same is not None:
+        raise SliceError(f"A slice named {same!r} exists already: choose another name.")
