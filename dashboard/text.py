@@ -6,6 +6,8 @@ import html
 import json
 import re
 
+import pandas as pd
+
 from pipeline.config import ATTRIBUTION_METHODS
 
 # Characters that mean something anywhere in a line of Markdown: emphasis, code, links and images, strikethrough,
@@ -82,3 +84,16 @@ def corrections_words(a: str, b: str, configs: dict[str, str | None]) -> str | N
         return None
     return (f"The runs' data differ by experts' corrections: A has {said(ca)}, B has {said(cb)}; the test below "
             "compares them on the images both were scored on.")
+
+
+def with_interval(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    """A metric with its 95 % interval, one form on every page and export: '0.459 ± 0.026', or '0.981 (0.952–0.993)'
+    when the interval is lopsided by more than 0.005 (Wilson near 0 or 1), the value alone when it has none."""
+    if value is None or pd.isna(value):
+        return ""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f}"
+    above, below = high - value, value - low
+    if abs(above - below) > 0.005:
+        return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+    return f"{value:.{digits}f} ± {max(above, below):.{digits}f}"

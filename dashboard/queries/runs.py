@@ -7,12 +7,45 @@ from collections.abc import Sequence
 import pandas as pd
 
 from dashboard.queries import query
+from pipeline.intervals import wilson
+
+# Test-split metrics of the period task whose 95 % interval every page shows beside the value (`<metric>_low`,
+# `<metric>_high` columns of runs()); the artist ones exist only for runs whose data has artists.
+INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "adjacent_error_share")
+ARTIST_METRICS = ("accuracy_artist_seen", "accuracy_artist_unseen")
+
+
+def _metric_columns() -> str:
+    bounds = [f"any_value({b}) FILTER (WHERE metric = '{m}') AS test_{m}_{b}"
+              for m in INTERVAL_METRICS for b in ("low", "high")]
+    artist = [f"any_value({c}) FILTER (WHERE metric = '{m}') AS {m}{'' if c == 'value' else '_' + c}"
+              for m in ARTIST_METRICS for c in ("value", "low", "high")]
+    counts = [f"any_value(value) FILTER (WHERE metric = '{m}') AS {m}" for m in ("n", "n_artist_seen",
+                                                                                "n_artist_unseen")]
+    return ",\n               ".join(bounds + artist + counts).replace(" AS n,", " AS test_n,")
+
+
+def with_wilson_fallback(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs stored before schema 6 (no low/high until `python -m pipeline upgrade`): Wilson's interval from the
+    accuracy and the test n, so their accuracy still shows with one."""
+    if table.empty:
+        return table
+    for metric in ("accuracy", "top2_accuracy"):
+        missing = table[f"test_{metric}_low"].isna() & table[f"test_{metric}"].notna() & (table["test_n"] > 0)
+        if missing.any():
+            bounds = [wilson(round(v * n), n) for v, n in
+                      zip(table.loc[missing, f"test_{metric}"], table.loc[missing, "test_n"], strict=True)]
+            table.loc[missing, f"test_{metric}_low"] = [b[0] for b in bounds]
+            table.loc[missing, f"test_{metric}_high"] = [b[1] for b in bounds]
+    return table
 
 
 def runs() -> pd.DataFrame:
     """Complete runs; an evaluation on another collection (`evaluation_of` its run) right after its run.
-    `trained_on` is the dataset the model learnt from (its run's, for an evaluation), which groups runs."""
-    return query("""
+    `trained_on` is the dataset the model learnt from (its run's, for an evaluation), which groups runs.
+    Each headline metric comes with its 95 % interval (`test_<metric>_low/_high`), and the accuracy on test
+    paintings whose artist the training split saw / did not see where the run measured it."""
+    return with_wilson_fallback(query(f"""
         SELECT r.run_id, r.evaluation_of, r.experiment, r.name, r.dataset_id, d.name AS dataset, d.synthetic,
                r.backbone,
                CASE WHEN r.freeze_until IS NULL THEN r.strategy ELSE r.strategy || ' ' || r.freeze_until END
@@ -22,11 +55,16 @@ def runs() -> pd.DataFrame:
                r.test_accuracy, r.test_balanced_accuracy, r.test_macro_f1, r.test_top2_accuracy,
                r.test_adjacent_error_share, r.best_epoch,
                (SELECT count(*) FROM attributions a WHERE a.run_id = r.run_id) AS n_maps,
-               coalesce(parent.dataset_id, r.dataset_id) AS trained_on
+               coalesce(parent.dataset_id, r.dataset_id) AS trained_on,
+               m.* EXCLUDE (run_id)
         FROM runs r LEFT JOIN datasets d USING (dataset_id)
              LEFT JOIN runs parent ON parent.run_id = r.evaluation_of
+             LEFT JOIN (SELECT run_id,
+               {_metric_columns()}
+               FROM metrics WHERE split = 'test' AND task = 'period' AND label IS NULL GROUP BY run_id) m
+               ON m.run_id = r.run_id
         WHERE r.status = 'complete'
-        ORDER BY coalesce(r.evaluation_of, r.run_id), r.evaluation_of IS NOT NULL, r.run_id""")
+        ORDER BY coalesce(r.evaluation_of, r.run_id), r.evaluation_of IS NOT NULL, r.run_id"""))
 
 
 def kept_epochs(run_ids: Sequence[str]) -> pd.DataFrame:

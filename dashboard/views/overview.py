@@ -9,8 +9,16 @@ import streamlit as st
 from dashboard.queries import store_path
 from dashboard.queries.runs import datasets, kept_epochs, runs, skipped_summary
 from dashboard.queries.verdicts import expert_summary
-from dashboard.runs_table import COLUMNS, SHOWN, VERDICT_COLUMNS, VERDICT_SHOWN, run_rows, verdict_rows
-from dashboard.text import md_escape
+from dashboard.runs_table import (
+    ARTIST_SHOWN,
+    COLUMNS,
+    SHOWN,
+    VERDICT_COLUMNS,
+    VERDICT_SHOWN,
+    run_rows,
+    verdict_rows,
+)
+from dashboard.text import md_escape, with_interval
 from dashboard.ui import best_run, kept_note
 
 METRICS = {"test_accuracy": "accuracy", "test_balanced_accuracy": "balanced accuracy", "test_macro_f1": "macro-F1"}
@@ -45,10 +53,12 @@ c4.metric("Store size", f"{store_path().stat().st_size / 2**20:.1f} MB")
 
 st.subheader("Runs")
 best = best_run(table)
-best_accuracy = table.set_index("run_id").loc[best, "test_accuracy"]
-if not pd.isna(best_accuracy):
-    st.markdown(f"Best by test accuracy: **{md_escape(best)}** ({best_accuracy:.3f}), the run every page shows "
-                "when a link names none.")
+best_row = table.set_index("run_id").loc[best]
+if not pd.isna(best_row["test_accuracy"]):
+    best_shown = with_interval(best_row["test_accuracy"], best_row["test_accuracy_low"], best_row["test_accuracy_high"])
+    st.markdown(f"Best by test accuracy: **{md_escape(best)}**, {best_shown}: the run every page shows "
+                "when a link names none. Each score carries its 95 % interval over the test images: two runs whose "
+                "intervals overlap widely may not differ at all (Compare tests the pair on the same images).")
 kept = kept_epochs(table["run_id"].tolist())
 by_id = data.drop_duplicates("dataset_id").set_index("dataset_id")
 order = sorted(table["trained_on"].unique(), key=lambda d: (bool(by_id["synthetic"].get(d, False)),
@@ -64,7 +74,9 @@ for dataset_id in order:  # real paintings first, then synthetic; each dataset's
     if shared:
         st.caption(f"Every run here: {', '.join(shared)}.")
     shown = run_rows(group, kept)
-    columns = [c for c in SHOWN if c != "evaluation_of" or shown["evaluation_of"].any()]
+    columns = [c for c in SHOWN if (c != "evaluation_of" or shown["evaluation_of"].any())
+               and (c not in ARTIST_SHOWN or (table[ARTIST_SHOWN[c]].notna().any() if ARTIST_SHOWN[c] in table
+                                              else False))]  # artist columns only where some run measured them
     st.dataframe(shown, hide_index=True, column_order=columns, column_config=COLUMNS)
     note = kept_note(group.loc[group["evaluation_of"].isna(), "run_id"].tolist(), each=False)
     if note:
@@ -81,7 +93,8 @@ else:
     st.caption("Test errors the experts judged, per run. \"Label wrong\" and \"model right\" errors count as "
                "correct in the accuracy if the experts are right; the other verdicts (ambiguous, outside its period) "
                "and unreviewed errors stay errors.")
-    st.dataframe(verdict_rows(reviewed), hide_index=True, column_order=VERDICT_SHOWN, column_config=VERDICT_COLUMNS)
+    st.dataframe(verdict_rows(reviewed, table), hide_index=True, column_order=VERDICT_SHOWN,
+                 column_config=VERDICT_COLUMNS)
 
 st.subheader("Data")
 st.dataframe(data[["name", "dataset_id", "created_at", "source", "synthetic", "n_images", "n_skipped",
