@@ -125,6 +125,7 @@ def variants(f: dict) -> list[Variant]:
     from dashboard.queries import gallery as qg
     from dashboard.queries import inspector as qi
     from dashboard.queries import runs as qr
+    from dashboard.queries import slices as qsl
     from dashboard.queries import sql_console as qs
     from dashboard.queries import store_path, store_problem
     from dashboard.queries import verdicts as qv
@@ -245,6 +246,18 @@ def variants(f: dict) -> list[Variant]:
             ]
         return steps
 
+    def slices(run: str, split: str, within: dict[str, list[str]]) -> Callable[[], list[Step]]:
+        """The Slices page: saved slices, the finder, every slice of the run, the slice being made across runs."""
+        def steps() -> list[Step]:
+            out = router + [
+                ("runs", qr.runs), ("saved", qsl.saved), ("overall", lambda: qsl.overall(run, split)),
+                ("worst", lambda: qsl.worst(run, split, qsl.MIN_SIZE)),
+                ("slice_metrics", lambda: qsl.slice_metrics(run, split))]
+            if within:
+                out.append(("across_runs", lambda: qsl.across_runs(within, split)))
+            return out
+        return steps
+
     def upload(run: str) -> Callable[[], list[Step]]:
         def steps() -> list[Step]:
             from pipeline.explain import load_run
@@ -258,6 +271,7 @@ def variants(f: dict) -> list[Variant]:
                       artist=f["artists"], sort="least confident first", page="5")
     default_curves = list(f["runs"])  # every run of the first dataset: all of them here
     sql_example = qs.EXAMPLES["Errors per artist"]
+    slice_values = ["date:1600–1649", "date:1650–1699", f"period:{f['big']}"]  # two date buckets of one period
     return [
         Variant("overview", "default", {}, overview, change=False),
         Variant("errors", "default", {}, errors(A, "test", "wrong", [], [], [], "most confident first", 1),
@@ -289,6 +303,9 @@ def variants(f: dict) -> list[Variant]:
                                                    if f["author"] else {})},
                 annotations(D, f["image"], [f["verdict"]] if f["verdict"] else [],
                             [f["author"]] if f["author"] else [])),
+        Variant("slices", "default (finder, every slice)", {}, slices(A, "test", {}), change=False),
+        Variant("slices", "a slice across every run", {"run": D, "within": slice_values},
+                slices(D, "test", qsl.parse_within(slice_values))),
         Variant("upload", "default (no file)", {}, upload(A), change=False),
     ]
 

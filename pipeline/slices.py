@@ -57,7 +57,7 @@ def slug(name: str) -> str:
 def save(con: duckdb.DuckDBPyConnection, name: str, within: Mapping[str, Sequence[str]], author: str | None
          ) -> str:
     """Save a new slice and return its id (the name's slug; "-2", "-3"… when an older slice holds it). Names are
-    unique, ignoring case, spacing and punctuation: saving under a taken name is refused, not an overwrite of someone's slice."""
+    unique, ignoring case, spacing and punctuation: a taken name is refused, never an overwrite of someone's slice."""
     name, clean = checked_name(name), checked_filter(within)
     author = (author or "").strip()[:MAX_AUTHOR] or None
     _refuse_taken(con, name)

@@ -111,9 +111,9 @@ def test_a_saved_slice_keeps_its_id_through_a_rename_and_names_stay_unique(tmp_p
 DATE_TEXTS = ["1574-88", "c. 1500", "1650s", None, "1620-1625", "1898", "early 1700s"]
 
 
-@pytest.fixture(scope="module")
-def sliced_store(real_store, tmp_path_factory):
-    path = copy_store(real_store, tmp_path_factory.mktemp("slices"))
+def add_slice_metadata(path) -> None:
+    """Artists (one seen only in test, some images without), real-looking dates, three widths and a near-copy group
+    on every image of the store at `path`."""
     with duckdb.connect(str(path)) as con:
         ids = [r[0] for r in con.execute("SELECT image_id FROM images ORDER BY image_id").fetchall()]
         for n, image in enumerate(ids):
@@ -123,6 +123,12 @@ def sliced_store(real_store, tmp_path_factory):
         dataset = con.execute("SELECT dataset_id FROM images LIMIT 1").fetchone()[0]
         con.execute("UPDATE images SET artist = 'Painter test only' WHERE split = 'test' AND artist = 'Painter 5'")
         con.executemany("INSERT INTO near_copies VALUES (?, 'g1', ?, 'phash', 0.9)", [[dataset, i] for i in ids[::9]])
+
+
+@pytest.fixture(scope="module")
+def sliced_store(real_store, tmp_path_factory):
+    path = copy_store(real_store, tmp_path_factory.mktemp("slices"))
+    add_slice_metadata(path)
     return path
 
 
@@ -208,3 +214,19 @@ def test_a_saved_slice_opens_by_its_link_with_every_run(sliced_store, tmp_path, 
     assert at.query_params["slice"] == [slice_id]
     missing = open_dashboard(path, monkeypatch, "slices.py", slice="no-such-slice")
     assert any("no-such-slice" in w.value for w in missing.warning)
+
+
+def test_the_verdict_that_counts_is_the_runs_own_then_the_latest(tmp_path, monkeypatch):
+    from pipeline import annotations
+
+    path = tmp_path / "store.duckdb"
+    run_id = small_store(path)
+    with store.connect(path) as con:
+        annotations.save(con, "d1", "img000", run_id, "ambiguous", "", "Ana")
+        annotations.save(con, "d1", "img000", None, "model right", "", "Ben")  # later, but not on this run
+        annotations.save(con, "d1", "img001", None, "label wrong", "", "Ben")
+        first = annotations.save(con, "d1", "img002", run_id, "label wrong", "", "Cy")
+        annotations.withdraw(con, first, "Cy")  # withdrawn: no verdict
+    monkeypatch.setenv("PERIODEYE_STORE", str(path))
+    got = q.slice_metrics(run_id, "test").query("dimension == 'verdict'").set_index("value")["n"].to_dict()
+    assert got == {"ambiguous": 1, "label wrong": 1, "no verdict": 58}

@@ -36,7 +36,8 @@ _PIXELS = "i.width::BIGINT * i.height::BIGINT"
 
 
 def _tercile(q: str) -> str:
-    return f"(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, {q}) FROM images t WHERE t.dataset_id = i.dataset_id)"
+    return (f"(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, {q}) FROM images t "
+            "WHERE t.dataset_id = i.dataset_id)")
 
 
 DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL expression over p, r, i, lq)
@@ -60,7 +61,8 @@ DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL ex
     # the verdict that counts: a current annotation on the same painting, this run's own first, then the latest
     "verdict": ("expert verdict", f"""coalesce((SELECT arg_max(a.verdict, {{'own': coalesce(a.run_id = p.run_id, false),
                                                                           'at': a.created_at, 'id': a.annotation_id}})
-                                              FROM {CURRENT} a WHERE a.content_hash = i.content_hash), 'no verdict')"""),
+                                              FROM {CURRENT} a WHERE a.content_hash = i.content_hash),
+                                             'no verdict')"""),
     "training": ("artist in training", """CASE WHEN i.artist IS NULL THEN 'no artist'
                                                WHEN EXISTS (SELECT 1 FROM images t WHERE t.dataset_id = i.dataset_id
                                                             AND t.split = 'train' AND t.artist = i.artist)

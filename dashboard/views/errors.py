@@ -41,7 +41,8 @@ with st.sidebar:
 run = table.set_index("run_id").loc[run_id]
 if run["synthetic"]:
     st.caption("Synthetic demo data: generated pictures with invented periods and artists.")
-f = gallery.GalleryFilter(run_id, None if split == "all" else split, true, pred, chosen_artists, outcome, lo, hi, sort, filters.within())
+f = gallery.GalleryFilter(run_id, None if split == "all" else split, true, pred, chosen_artists, outcome, lo, hi, sort,
+                          filters.within())
 
 # -- confusion matrix (chronological); clicking a cell filters the gallery to it
 cm = gallery.confusion(run_id, f.split)
