@@ -51,7 +51,7 @@ def test_open_from_the_sidebar_then_follow_the_worst_slice_into_its_gallery(page
     wait_for_app(page)
     main = page.locator("[data-testid='stMain']")
     expect(main.get_by_text("Where this run fails")).to_be_visible()
-    shot(page, "slices")
+    shot(page, "slices-finder")
 
     link = main.get_by_role("link", name=re.compile(r"^\d+ errors$")).first
     href = link.get_attribute("href") or ""
