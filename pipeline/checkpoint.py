@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,6 +129,7 @@ class SavedModel:
     tta: list[str]
     dropout: float = 0.0
     run_id: str = ""  # the stored run it is the model of (set by for_run), for captions
+    temperatures: dict[str, float] = field(default_factory=dict)  # task -> T of the run's calibration (for_run)
 
     def predict(self, pixels: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device,
                 progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -154,6 +155,7 @@ class Ensemble:
 
     members: dict[str, SavedModel]
     run_id: str = ""
+    temperatures: dict[str, float] = field(default_factory=dict)  # the ensemble's own, on its members' mean
 
     def __post_init__(self) -> None:
         first, *rest = self.members.values()
@@ -202,8 +204,10 @@ def mean_logits(probabilities: list[np.ndarray]) -> np.ndarray:
 
 
 def _probabilities(model: Model, square: np.ndarray) -> dict[str, np.ndarray]:
+    """Calibrated as the run stored them: softmax(logits / T) for a task with a temperature (predict() gives the
+    logits before scaling, which evaluation and collection evaluation scale themselves)."""
     _, logits = model.predict(square[None], np.zeros(1, dtype=np.int64), 1, torch.device("cpu"), progress=False)
-    return {task: softmax(v.astype(np.float64))[0] for task, v in logits.items()}
+    return {task: softmax(v.astype(np.float64) / model.temperatures.get(task, 1.0))[0] for task, v in logits.items()}
 
 
 def members_of(settings: dict) -> list[str]:
@@ -288,10 +292,13 @@ def for_run(store_path: str | Path, row: dict) -> Model:
         raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
                           "such runs again")
     ckpt = load(path)
+    temperatures = {str(t): float(v) for t, v in (summary.get("temperatures") or {}).items()}  # calibration's
     if ckpt.get("kind") == ENSEMBLE:
-        return _ensemble(store_path, row, {m["run_id"]: m.get("token") for m in ckpt["members"]})
+        ensemble = _ensemble(store_path, row, {m["run_id"]: m.get("token") for m in ckpt["members"]})
+        ensemble.temperatures = temperatures
+        return ensemble
     saved = build(ckpt)
-    saved.run_id = run_id
+    saved.run_id, saved.temperatures = run_id, temperatures
     return saved
 
 

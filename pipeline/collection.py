@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline import checkpoint, store
+from pipeline import calibration, checkpoint, store
 from pipeline.attribute import AttributionResult, attribute_run
 from pipeline.config import REPO_ROOT, AttributionConfig, ConfigError, DataConfig, SplitConfig, _expand, detect_source
 from pipeline.data.labels import label_targets
@@ -155,8 +155,9 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     embeddings, logits = parent.model.predict(data.pixels, images["cache_index"].to_numpy(),
                                               int(parent.settings.get("batch_size", 32)) * 2, device, progress)
     targets = label_targets(images, labels)
+    fits = calibration.inherited((parent.row.get("summary") or {}).get("temperatures"), run_id)  # the run's T
     ev = score_outputs(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),
-                  parent.settings.get("seed", 0))
+                       parent.settings.get("seed", 0), fits)
     eval_seconds = time.perf_counter() - t0
     cfg = attribution_config(parent.resolved, attributions, max_attributions)
     notes: list[str] = []
@@ -174,7 +175,7 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     })
     store.write_run(store_path, store.RunRecord(
         run=row, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
-        confusion=ev.confusion, embeddings=ev.embeddings, attributions=maps and maps.maps,
+        confusion=ev.confusion, embeddings=ev.embeddings, calibration=ev.calibration, attributions=maps and maps.maps,
         attribution_agreement=maps and maps.agreement, attribution_sanity=maps and maps.sanity))
     print(report(row, parent.row))
     return row
@@ -204,7 +205,7 @@ def evaluation_row(parent: Parent, eval_id: str, data: PreparedData, matched: Ma
             "n_images": len(matched.images), "n_skipped": len(data.skipped), "unknown_labels": matched.unknown,
             "seen_in_training": facts["seen_in_training"],
             "attribution_seconds": maps.seconds if maps else {}, "attribution_maps": maps.n_maps if maps else 0,
-            "notes": facts["notes"],
+            "notes": facts["notes"], "temperatures": calibration.by_task(ev.calibration),
         },
     }
 

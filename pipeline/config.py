@@ -197,6 +197,7 @@ class LoopConfig:
     max_minutes: float | None = None
     feature_cache: bool = True
     projection: typing.Literal["tsne", "pca"] = "tsne"  # 2-D map of the embeddings
+    calibrate: bool = True  # temperature scaling fitted on val: changes confidence, never the predicted class
 
 
 @dataclass
@@ -497,7 +498,8 @@ class Written:
 
 
 RUN_KEYS = ("name", "ensemble")  # a run's own keys besides its settings
-ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed")  # all an ensemble run may set: it trains nothing
+# all an ensemble run may set: it trains nothing
+ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed", "calibrate")
 
 
 def _drop_legacy_ensemble(run: dict, name: str) -> None:

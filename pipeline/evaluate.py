@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline import calibration
 from pipeline.arrays import float_lists
 from pipeline.artist_seen import artist_seen_metrics
 from pipeline.inference import softmax
@@ -50,12 +51,14 @@ class Evaluation:
     confusion: pd.DataFrame
     embeddings: pa.Table
     headline: dict[str, float]  # test-split metrics of the period task
+    calibration: pd.DataFrame | None = None  # per scaled task: its temperature (pipeline/calibration.py)
 
 
 def prediction_table(run_id: str, images: pd.DataFrame, task: str, names: list[str], y: np.ndarray,
-                     probs: np.ndarray) -> pa.Table:
+                     probs: np.ndarray, raw: np.ndarray | None = None) -> pa.Table:
     """One task's `predictions` rows: labels, confidence, the true class's probability and loss (NULL where an
-    image has no label for the task), and every class's probability."""
+    image has no label for the task), and every class's probability. For a temperature-scaled task `probs` are the
+    calibrated probabilities and `raw` those before scaling (raw_confidence/raw_probs; NULL when not scaled)."""
     pred = probs.argmax(1)
     safe_y = np.where(y >= 0, y, 0)
     p_true = np.where(y >= 0, probs[np.arange(len(y)), safe_y], np.nan)
@@ -72,6 +75,8 @@ def prediction_table(run_id: str, images: pd.DataFrame, task: str, names: list[s
         "true_prob": p_true.astype(np.float32),
         "loss": (-np.log(np.clip(p_true, 1e-12, None))).astype(np.float32),
         "probs": float_lists(probs),
+        "raw_confidence": pa.nulls(len(y), pa.float32()) if raw is None else pa.array(raw.max(1).astype(np.float32)),
+        "raw_probs": pa.nulls(len(y), pa.list_(pa.float32())) if raw is None else float_lists(raw),
     })
 
 
@@ -84,16 +89,21 @@ def score_outputs(
     logits: dict[str, np.ndarray],
     projection: str = "tsne",
     seed: int = 0,
+    temperatures: dict[str, calibration.Fit] | None = None,
 ) -> Evaluation:
     """Turn one pass's outputs into the store's rows (predictions, metrics, confusion, embeddings). It runs no
-    model: the logits and embeddings come from a forward pass already made."""
+    model: the logits and embeddings come from a forward pass already made. A task with a temperature stores
+    softmax(logits / T) as its probabilities and keeps softmax(logits) as the raw ones."""
     pred_parts, metric_rows, confusion_rows = [], [], []
     headline: dict[str, float] = {}
     splits = images["split"].to_numpy()
     for t, (task, names) in enumerate(labels.items()):
-        probs = softmax(logits[task].astype(np.float64))
+        fit = (temperatures or {}).get(task)
+        raw = softmax(logits[task].astype(np.float64)) if fit else None
+        probs = calibration.scaled(logits[task], fit.temperature) if fit else softmax(logits[task].astype(np.float64))
         y = targets[:, t]
-        pred_parts.append(prediction_table(run_id, images, task, names, y, probs))
+        pred_parts.append(prediction_table(run_id, images, task, names, y, probs, raw))
+        metric_rows += calibration.ece_rows(run_id, task, y, splits, probs, raw)
         for split in SPLITS:
             mask = splits == split
             if not mask.any():
@@ -131,4 +141,5 @@ def score_outputs(
             }
         ),
         headline=headline,
+        calibration=calibration.calibration_table(run_id, temperatures) if temperatures else None,
     )

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import audit, checkpoint, store
+from pipeline import audit, calibration, checkpoint, store
 from pipeline.attribute import attribute_run
 from pipeline.config import GROUPS, Experiment, RunConfig, flat_settings
 from pipeline.data.labels import label_targets
@@ -184,8 +184,9 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     saved = checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
                                result.transform)
     embeddings, logits = predict(run, result, data, progress, saved)
+    fits = temperatures(run, run_id, logits, result.targets, list(result.labels), data, result.notes)
     ev = score_outputs(run_id, data.images, result.targets, result.labels, embeddings, logits, run.loop.projection,
-                       run.loop.seed)
+                       run.loop.seed, fits)
     eval_seconds = time.perf_counter() - t0
     attributions = None
     if exp.attributions.enabled:
@@ -207,7 +208,8 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
         exp.store,
         store.RunRecord(run=summary, labels=result.labels, epochs=result.epochs.assign(run_id=run_id),
                         predictions=ev.predictions, metrics=ev.metrics, confusion=ev.confusion,
-                        embeddings=ev.embeddings, attributions=attributions and attributions.maps,
+                        embeddings=ev.embeddings, calibration=ev.calibration,
+                        attributions=attributions and attributions.maps,
                         attribution_agreement=attributions and attributions.agreement,
                         attribution_sanity=attributions and attributions.sanity),
     )
@@ -215,6 +217,19 @@ def run_one(exp: Experiment, run: RunConfig, data: PreparedData, progress: bool 
     write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))
     return summary
+
+
+def temperatures(run: RunConfig, run_id: str, logits: dict[str, np.ndarray], targets: np.ndarray, tasks: list[str],
+                 data: PreparedData, notes: list[str]) -> dict[str, calibration.Fit]:
+    """Each task's temperature, fitted on the validation split when the run calibrates (`calibrate`, on by
+    default); a task left unscaled (no or too small a validation split) is said in the log and the run's notes."""
+    if not run.loop.calibrate:
+        return {}
+    fits, note = calibration.fit_on_validation(logits, targets, tasks, data.images["split"].to_numpy())
+    if note:
+        notes.append(note)
+        print(f"[calibrate] {run_id}: {note}")
+    return fits
 
 
 def run_dir(exp: Experiment, run: RunConfig) -> Path:
@@ -262,6 +277,7 @@ def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started
             "notes": notes, "n_images": len(data.images), "n_skipped": len(data.skipped),
             "attribution_seconds": attributions.seconds if attributions else {},
             "attribution_maps": attributions.n_maps if attributions else 0,
+            "temperatures": calibration.by_task(ev.calibration),
         },
     }
 
@@ -269,8 +285,11 @@ def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started
 def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     """An ensemble as a run of its own: every image's probabilities are the mean of its members' stored ones
     (each member with its own test-time views), its embedding the members' embeddings side by side. Nothing is
-    retrained. Its checkpoint names the members and their checkpoint tokens (pipeline/checkpoint.py's Ensemble
-    predicts as this stores), written like a trained run's: beside the old one, moved in after the commit."""
+    retrained. The members' probabilities are those before their temperature scaling (raw_probs, what the members'
+    checkpoints predict), and the ensemble, a model of its own, gets its own temperature fitted on validation (when
+    it calibrates), so its checkpoint predicts as it stored. Its checkpoint names the members and their checkpoint
+    tokens (pipeline/checkpoint.py's Ensemble predicts as this stores), written like a trained run's: beside the old
+    one, moved in after the commit."""
     started_at = datetime.now()
     run_id = exp.run_id(run)
     members = [f"{exp.name}/{m}" for m in run.ensemble]
@@ -282,9 +301,10 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
               for task in labels}
     embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
     t0 = time.perf_counter()
+    notes = [f"ensemble: mean probability of {', '.join(members)}"]
+    fits = temperatures(run, run_id, logits, targets, list(labels), data, notes)  # its own, on that mean
     ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits,
-                       run.loop.projection, run.loop.seed)
-    note = f"ensemble: mean probability of {', '.join(members)}"
+                       run.loop.projection, run.loop.seed, fits)
     tokens = store.run_checkpoints(exp.store)
     final = run_dir(exp, run) / "model.pt"
     token = uuid.uuid4().hex[:16]
@@ -294,11 +314,11 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": "cpu", "train_seconds": member_runs.train_seconds, "eval_seconds": time.perf_counter() - t0,
         "epochs": 0, "best_epoch": None, "lr": None, "checkpoint": checkpoint.stored_path(exp.store, final),
-    }, [note])
+    }, notes)
     summary["summary"].update(checkpoint_token=token, checkpoint_origin=str(final.absolute()))
     store.write_run(exp.store, store.RunRecord(
         run=summary, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
-        confusion=ev.confusion, embeddings=ev.embeddings))
+        confusion=ev.confusion, embeddings=ev.embeddings, calibration=ev.calibration))
     checkpoint.install(written, final)
     write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))
