@@ -1,5 +1,5 @@
 """Command line: `periodeye` (installed by `pip install -e .`) or `python -m pipeline`, one parser:
-{artifacts,run,prepare,audit,list,explain,evaluate,upgrade,dashboard,annotations} --help.
+{artifacts,run,prepare,audit,list,explain,evaluate,upgrade,dashboard,annotations,merge,export} --help.
 
 Every command but `dashboard` checks the store first (pipeline.store.check_store): a file that is not a usable store
 ends in one line saying what is wrong and what to do, exit status 2. Read-only commands open the store read-only;
@@ -94,6 +94,16 @@ def build_parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     p = action.add_parser("import", help="import a verdicts CSV (the gallery's \"Download my verdicts\"): bad rows are "
                           "reported by row number and skipped; importing a file again adds nothing")
     p.add_argument("file", help="the verdicts CSV")
+    p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
+    p = sub.add_parser("merge", help="bring in the runs of other stores (one job's store per machine) or Parquet "
+                       "exports: each run whole or not at all; annotations and saved slices come too")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a store file, or a folder written by `export "
+                   "--parquet`; read only, never written")
+    p.add_argument("--store", help="DuckDB store to merge into (default artifacts/periodeye.duckdb or "
+                   "$PERIODEYE_STORE)")
+    p.add_argument("--force", action="store_true", help="replace runs the store already has (default: skip them)")
+    p = sub.add_parser("export", help="write every table of the store as Parquet (per-run tables partitioned by run)")
+    p.add_argument("--parquet", required=True, metavar="DIR", help="a new (or empty) folder to write")
     p.add_argument("--store", help="DuckDB store (default artifacts/periodeye.duckdb or $PERIODEYE_STORE)")
     return parser
 
@@ -274,6 +284,23 @@ def cmd_annotations(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from pipeline.merge import merge
+
+    print(merge(store_path(args), args.sources, force=args.force).line())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.parquet_export import export_parquet
+
+    path = store_path(args)
+    check_store(path)
+    counts = export_parquet(path, args.parquet)
+    print(f"{args.parquet}: {len(counts)} tables, {sum(counts.values()):,} rows as Parquet")
+    return 0
+
+
 def store_path(args: argparse.Namespace) -> str:
     from pipeline.config import DEFAULT_STORE
 
@@ -282,7 +309,7 @@ def store_path(args: argparse.Namespace) -> str:
 
 COMMANDS = {"artifacts": cmd_run, "run": cmd_run, "prepare": cmd_prepare, "audit": cmd_audit, "list": cmd_list,
             "explain": cmd_explain, "evaluate": cmd_evaluate, "upgrade": cmd_upgrade, "dashboard": cmd_dashboard,
-            "annotations": cmd_annotations}
+            "annotations": cmd_annotations, "merge": cmd_merge, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

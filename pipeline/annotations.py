@@ -340,3 +340,36 @@ def import_file(store_path: str | Path, file: str | Path) -> ImportReport:
         raise AnnotationError(f"No store at {store_path}: run `make artifacts` first.")
     with store.connect(store_path) as con:
         return import_verdicts(con, file.read_bytes())
+
+
+# ---------------------------------------------------------------- merging another store's annotations
+
+
+def merge_annotations(con: duckdb.DuckDBPyConnection, relation: str) -> int:
+    """The bulk path for `python -m pipeline merge` (pipeline/merge.py): add the rows of another store's annotations
+    table (`relation`, e.g. an attached store's `merge_source.annotations`) in one transaction; returns how many.
+
+    Rows are people's work, so all are kept, de-duplicated by (content hash, author, time): a row already here
+    under its own id or under another id with that key is not added again, and a `revises` naming such a row is
+    pointed at the row kept here, so version chains stay whole."""
+    before = int(con.execute("SELECT count(*) FROM annotations").fetchall()[0][0])
+    con.execute("BEGIN")
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _merging AS
+                        SELECT i.*, coalesce(same.annotation_id, (SELECT t.annotation_id FROM annotations t
+                            WHERE t.content_hash IS NOT DISTINCT FROM i.content_hash
+                              AND t.author IS NOT DISTINCT FROM i.author
+                              AND t.created_at IS NOT DISTINCT FROM i.created_at
+                            ORDER BY t.annotation_id LIMIT 1)) AS _kept
+                        FROM {relation} i LEFT JOIN annotations same ON same.annotation_id = i.annotation_id""")
+        con.execute("""INSERT INTO annotations BY NAME
+                       SELECT * EXCLUDE (_kept, revises),
+                              coalesce((SELECT k._kept FROM _merging k WHERE k.annotation_id = m.revises),
+                                       m.revises) AS revises
+                       FROM _merging m WHERE _kept IS NULL""")
+        con.execute("DROP TABLE _merging")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(con.execute("SELECT count(*) FROM annotations").fetchall()[0][0]) - before
