@@ -43,10 +43,12 @@ def words(dimension: str) -> str:
 
 def finder(run_id: str, split: str) -> None:
     st.subheader("Where this run fails")
-    min_size = st.number_input("Smallest slice (images)", 1, 100_000, max(1, state.get_int("min", q.MIN_SIZE)),
-                               key="w_min", help="Slices with fewer images are not listed: their accuracy is too "
-                                                 "uncertain to read.")
-    state.put(min=int(min_size) if min_size != q.MIN_SIZE else None)
+    state.seed("w_min", max(1, state.get_int("min", q.MIN_SIZE)))
+    min_size = int(st.number_input("Smallest slice (images)", 1, 100_000, key="w_min",
+                                   help="Slices with fewer images are not listed: their accuracy is too uncertain "
+                                        "to read."))
+    state.put(min=min_size if min_size != q.MIN_SIZE else None)
+    state.remember("w_min", min_size)
     whole = q.overall(run_id, split)
     if not whole["n"]:
         st.info(f"This run has no {split} predictions.")
@@ -55,9 +57,9 @@ def finder(run_id: str, split: str) -> None:
                f"(95 % interval {whole['low']:.2f}–{whole['high']:.2f}). Slices are ranked by how far the top of their "
                "interval falls below it: a slice is clearly worse only when that gap is positive, so a small slice's "
                "low accuracy is not over-read.")
-    found = q.worst(run_id, split, int(min_size))
+    found = q.worst(run_id, split, min_size)
     if found.empty:
-        st.info(f"No slice has {int(min_size)} images or more: lower the smallest slice size.")
+        st.info(f"No slice has {min_size} images or more: lower the smallest slice size.")
         return
     lines = ["| slice | images | accuracy (95 % interval) | gap | gallery |", "|---|---:|---|---:|---|"]
     for r in found.itertuples():
@@ -132,7 +134,7 @@ def saved_slices(split: str, run_id: str) -> None:
             if rename.button("Rename", key="slice_rename"):
                 act(lambda: q.rename_slice(slice_id, new_name))
             if delete.button("Delete", key="slice_delete"):
-                act(lambda: q.delete_slice(slice_id), slice_id=None)
+                act(lambda: q.delete_slice(slice_id), slice=None)
 
 
 def act(change, **url) -> None:
