@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import common
 
 BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale",
-              "gallery_export", "near_copies")
+              "gallery_export", "near_copies", "nearest_neighbours")
 
 
 def main(argv: list[str] | None = None) -> None:

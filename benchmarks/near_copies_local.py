@@ -82,15 +82,19 @@ def run(quick: bool = True) -> list[dict]:
     same = work[a] == work[b]
     original = {w: n for n, (w, k) in enumerate(zip(work, kind, strict=True)) if k == "original"}
     inliers = {(min(i, j), max(i, j)): c for i, j, c in found}
-    rows = []
+
+    def pair_of(i: int) -> tuple[int, int]:
+        o = original[work[i]]
+        return (min(i, o), max(i, o))
+
+    rows: list[list] = []
     for th in THRESHOLDS:
         linked = counts >= th
-        row: list[object] = [f">= {th}", float(same[linked].mean()) if linked.any() else 1.0,
+        row: list = [f">= {th}", float(same[linked].mean()) if linked.any() else 1.0,
                              int((linked & ~same).sum())]
         for k in KINDS:
             copies = np.flatnonzero(kind == k)
-            row.append(float(np.mean([inliers.get((min(i, original[work[i]]), max(i, original[work[i]])), 0) >= th
-                                      for i in copies])))
+            row.append(float(np.mean([inliers.get(pair_of(int(i)), 0) >= th for i in copies])))
         rows.append(row)
     common.table(f"The local detector: top-{CANDIDATES} candidates ({len(pairs)} pairs), ORB + RANSAC on the "
                  f"{data.pixels.shape[1]} px cache", ["inliers", "precision", "false links", *KINDS], rows)

@@ -35,8 +35,8 @@ class Settings:
     duck_queries: int  # query rows DuckDB searches (against all n); its time is scaled to n
 
 
-QUICK = Settings(n=4000, dim=1280, duck_queries=500)
-FULL = Settings(n=33600, dim=1280, duck_queries=1000)
+QUICK = Settings(n=4000, dim=1280, duck_queries=200)
+FULL = Settings(n=33600, dim=1280, duck_queries=200)
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -56,7 +56,8 @@ def orb_features(img: np.ndarray) -> Features:
         orb.detect_and_extract(img)
     except (RuntimeError, ValueError):  # too few corners, or a picture too small for ORB's pyramid
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-    return orb.keypoints[:, ::-1].astype(np.float32), np.packbits(orb.descriptors, axis=1)
+    keypoints, descriptors = np.asarray(orb.keypoints), np.asarray(orb.descriptors, dtype=bool)
+    return keypoints[:, ::-1].astype(np.float32), np.packbits(descriptors, axis=1)
 
 
 def inliers(a: Features, b: Features, rng: np.random.Generator) -> int:
