@@ -58,8 +58,8 @@ def metric_intervals(
     y_true: np.ndarray, probs: np.ndarray, labels: list[str], chronological: bool, n_boot: int = 1000, seed: int = 0
 ) -> dict[tuple[str, str | None], tuple[float, float]]:
     """95 % intervals keyed like the store's rows, (metric, label): Wilson for the proportions (accuracy, top-2
-    accuracy, per-class precision and recall), a seeded bootstrap over images for balanced accuracy, macro-F1,
-    per-class F1 and the adjacent-error share. A metric without an interval (n, loss, support) has no key.
+    accuracy, per-class precision and recall, the adjacent-error share of the errors), a seeded bootstrap over
+    images for balanced accuracy, macro-F1 and per-class F1. A metric without an interval (n, loss, support) has no key.
 
     The bootstrap resamples confusion matrices (np.bincount), not sklearn calls, so 1000 resamples cost well
     under a second per split. A percentile interval can sit just beside a biased statistic (F1 of a resample
@@ -83,8 +83,8 @@ def metric_intervals(
     for i, label in enumerate(labels):
         out[("recall", label)] = wilson(int(cm[i, i]), int(cm[i].sum()))
         out[("precision", label)] = wilson(int(cm[i, i]), int(cm[:, i].sum()))
-    point = confusion_statistics(cm[None], chronological)
-    samples = confusion_statistics(resampled_confusions(y_true, y_pred, c, n_boot, seed), chronological)
+    point = confusion_statistics(cm[None], chronological=False)  # the adjacent share: Wilson, below
+    samples = confusion_statistics(resampled_confusions(y_true, y_pred, c, n_boot, seed), chronological=False)
     for metric, values in samples.items():
         low, high = percentile_interval(values)
         value = point[metric][0]
@@ -92,4 +92,8 @@ def metric_intervals(
         for key, lo, hi, v in zip(keys, np.atleast_1d(low), np.atleast_1d(high), np.atleast_1d(value),
                                   strict=True):
             out[key] = (float("nan"), float("nan")) if np.isnan(v) else (float(min(lo, v)), float(max(hi, v)))
+    if chronological:  # a proportion of the errors: Wilson, which stays honest when every error is adjacent (the
+        # bootstrap's interval collapses to 1.00–1.00 there)
+        gap = np.abs(np.arange(c)[:, None] - np.arange(c)[None, :])
+        out[("adjacent_error_share", None)] = wilson(int(cm[gap == 1].sum()), int(cm[gap > 0].sum()))
     return out

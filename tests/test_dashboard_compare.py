@@ -17,6 +17,8 @@ import pytest
 from scipy.stats import binomtest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.text import with_interval
+from pipeline.intervals import difference_words, paired_difference_from_counts
 from tests.conftest import open_dashboard, sql
 
 pytestmark = pytest.mark.slow  # every test reads the demo store (a session fixture that trains 5 runs)
@@ -37,7 +39,27 @@ def headline(store: Path, run_id: str, split: str = "test", metric: str = "accur
 
 
 def metrics_frame(at: AppTest):
-    return at.dataframe[0].value
+    """The metrics table's numbers: each cell reads '0.459 ± 0.026', '0.883 (0.814–0.929)' or '−0.025' (B − A)."""
+    return at.dataframe[0].value.map(lambda t: float(t.split()[0].replace("−", "-").replace(",", "")) if t else np.nan)
+
+
+def test_every_score_shows_its_interval_and_the_pair_gets_a_paired_sentence(demo_store, monkeypatch):
+    a, b = "tiny/head", "tiny/finetune"
+    at = open_page(demo_store, monkeypatch, runs=[a, b])
+    cells = at.dataframe[0].value
+    for column in ("accuracy", "balanced accuracy", "macro-F1"):
+        assert all(" ± " in t or "–" in t for t in cells.loc[[a, b], column]), cells[column]
+    value, low, high = sql(demo_store, "SELECT value, low, high FROM metrics WHERE run_id = ? AND split = 'test' "
+                                       "AND task = 'period' AND metric = 'accuracy' AND label IS NULL", [a])[0]
+    assert cells.loc[a, "accuracy"] == with_interval(value, low, high)
+    n_b, n_c = discordant(demo_store, a, b)
+    n = sql(demo_store, "SELECT count(*) FROM predictions WHERE run_id = ? AND split = 'test' AND task = 'period' "
+                        "AND correct IS NOT NULL", [a])[0][0]
+    words = " ".join(m.value for m in at.markdown)
+    assert "paired bootstrap over the images" in words
+    diff, lo, hi = paired_difference_from_counts(n_b, n_c, n)
+    assert diff == pytest.approx((n_c - n_b) / n) and lo <= diff <= hi
+    assert difference_words(diff, lo, hi, a=f"**{a}**", b=f"**{b}**") in words
 
 
 def discordant(store: Path, a: str, b: str, split: str = "test") -> tuple[int, int]:

@@ -84,6 +84,9 @@ def test_paired_difference_in_words():
     assert difference_words(-0.05, -0.08, -0.02, a="run 1", b="run 2") == (
         "run 2 is 5.0 points worse, 95 % interval −8.0 to −2.0: distinguishable")
     assert difference_words(diff, low, high).endswith(": distinguishable") == (low > 0)
+    # the multinomial shortcut draws what resampling the images draws: the same interval within noise
+    by_index = bootstrap_interval(lambda d: d.mean(1), b.astype(float) - a.astype(float), n_boot=2000, seed=1)
+    assert (low, high) == pytest.approx(tuple(float(v) for v in by_index), abs=0.004)
 
 
 NAMES = ["a", "b", "c"]

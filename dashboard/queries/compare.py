@@ -37,9 +37,10 @@ def common_tasks(run_ids: Sequence[str]) -> list[str]:
 
 
 def overall_metrics(run_ids: Sequence[str], split: str, task: str) -> pd.DataFrame:
-    """One row per (run, headline metric): the overall rows (label NULL) of `metrics`."""
+    """One row per (run, headline metric): the overall rows (label NULL) of `metrics`, with their 95 % interval
+    (low/high; NULL for n and loss, and for a run stored before schema 6 until `pipeline upgrade`)."""
     return query(
-        """SELECT run_id, metric, value FROM metrics
+        """SELECT run_id, metric, value, low, high FROM metrics
            WHERE run_id IN (SELECT unnest(?::TEXT[])) AND split = ? AND task = ? AND label IS NULL
              AND metric IN (SELECT unnest(?::TEXT[]))""",
         (list(run_ids), split, task, list(HEADLINE)),
@@ -47,9 +48,9 @@ def overall_metrics(run_ids: Sequence[str], split: str, task: str) -> pd.DataFra
 
 
 def class_metric(run_ids: Sequence[str], split: str, task: str, metric: str = "f1") -> pd.DataFrame:
-    """Per-class rows of one metric, ordered by each run's chronological class index."""
+    """Per-class rows of one metric with its 95 % interval, ordered by each run's chronological class index."""
     return query(
-        """SELECT m.run_id, m.label, m.value, l.class_index FROM metrics m
+        """SELECT m.run_id, m.label, m.value, m.low, m.high, l.class_index FROM metrics m
            LEFT JOIN run_labels l ON l.run_id = m.run_id AND l.task = m.task AND l.label = m.label
            WHERE m.run_id IN (SELECT unnest(?::TEXT[])) AND m.split = ? AND m.task = ? AND m.metric = ?
              AND m.label IS NOT NULL

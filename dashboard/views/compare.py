@@ -22,8 +22,9 @@ from dashboard import state
 from dashboard.export import compare_export, export_name, gallery_file
 from dashboard.queries import compare as q
 from dashboard.queries.runs import labels, runs
-from dashboard.text import corrections_words, md_escape
+from dashboard.text import corrections_words, md_escape, with_interval
 from dashboard.ui import PAGE_SIZE, choose_runs, default_runs, pager
+from pipeline.intervals import difference_words, paired_difference_from_counts, wilson
 
 GRID = 8
 EXPORT_LIMIT = 500
@@ -47,15 +48,40 @@ def class_order(run_ids: list[str], task: str) -> list[str]:
 
 
 def metrics_table(run_ids: list[str], split: str, task: str) -> pd.DataFrame:
-    """Rows = runs (plus B − A for the first two), columns = headline metrics."""
+    """Rows = runs (plus B − A for the first two), columns = headline metrics, each as text with its 95 % interval
+    ('0.459 ± 0.026'; dashboard.text.with_interval). Accuracies stored without one (before schema 6) get Wilson's
+    from the value and the run's n. B − A is the plain difference: its interval is the paired sentence below."""
     long = q.overall_metrics(run_ids, split, task)
     if long.empty:
         return pd.DataFrame()
-    wide = long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
-    wide = wide.reindex(index=run_ids, columns=[m for m in METRIC_NAMES if m in wide.columns])
+    wide = {c: long.pivot_table(index="run_id", columns="metric", values=c, aggfunc="first", dropna=False)
+            .reindex(index=run_ids) for c in ("value", "low", "high")}
+    columns = [m for m in METRIC_NAMES if m in wide["value"].columns]
+    value, low, high = (w.reindex(columns=columns) for w in (wide["value"], wide["low"], wide["high"]))
+    for metric in ("accuracy", "top2_accuracy"):
+        if metric in columns and "n" in columns:
+            for run_id in run_ids:
+                v, n = value.loc[run_id, metric], value.loc[run_id, "n"]
+                if pd.isna(low.loc[run_id, metric]) and not pd.isna(v) and not pd.isna(n) and n > 0:
+                    low.loc[run_id, metric], high.loc[run_id, metric] = wilson(round(v * n), n)
+    text = pd.DataFrame(
+        {m: [f"{value.loc[r, m]:,.0f}" if m == "n" and not pd.isna(value.loc[r, m])
+             else with_interval(value.loc[r, m], low.loc[r, m], high.loc[r, m]) for r in run_ids] for m in columns},
+        index=run_ids)
     if len(run_ids) >= 2:
-        wide.loc["B − A"] = wide.loc[run_ids[1]] - wide.loc[run_ids[0]]
-    return wide.rename(columns=METRIC_NAMES).rename_axis(index="run", columns=None)
+        diff = value.loc[run_ids[1]] - value.loc[run_ids[0]]
+        text.loc["B − A"] = [("" if pd.isna(d) else f"{d:+,.0f}" if m == "n" else f"{d:+.3f}").replace("-", "−")
+                             for m, d in diff.items()]
+    return text.rename(columns=METRIC_NAMES).rename_axis(index="run", columns=None)
+
+
+def paired_words(a: str, b: str, counts: dict[str, int], split: str) -> str:
+    """The accuracy difference B − A on the images both runs classified, with its paired-bootstrap 95 % interval,
+    in words (Markdown): whether the two runs can be told apart on these images."""
+    diff, low, high = paired_difference_from_counts(counts["a_only"], counts["b_only"], counts["n"])
+    words = difference_words(diff, low, high, a=f"**{md_escape(a)}**", b=f"**{md_escape(b)}**")
+    return (f"Accuracy on the same {md_escape(split)} images (paired bootstrap over the images, 2,000 resamples): "
+            f"{words}.")
 
 
 def confusion_matrix(cells: pd.DataFrame, run_id: str, order: list[str], normalise: bool) -> pd.DataFrame:
@@ -268,10 +294,12 @@ metrics = metrics_table(chosen, split, task)
 if metrics.empty:
     st.info(f"No {md_escape(split)} metrics for the {md_escape(task)} task in these runs.")
     st.stop()
-formats = {c: st.column_config.NumberColumn(format="%d" if c == "images" else "%.3f") for c in metrics.columns}
-st.dataframe(metrics, column_config=formats)
-st.caption("Adjacent-error share: of the errors, the share landing on a chronologically neighbouring period. "
-           "B − A compares the first two runs chosen.")
+st.dataframe(metrics)
+st.caption("Each score with its 95 % interval over the images (Wilson for accuracies, a bootstrap over images for "
+           "the others; low–high where it is lopsided): runs whose intervals overlap may not differ. "
+           "Adjacent-error share: of the errors, the share landing on a chronologically neighbouring period. "
+           "B − A compares the first two runs chosen; the paired test under their confusion matrices says whether "
+           "the difference is real.")
 
 info = table.set_index("run_id").loc[chosen]
 if info["dataset_id"].nunique() > 1:
@@ -284,9 +312,14 @@ order = class_order(chosen, task)
 
 st.subheader("Per-class F1")
 f1 = q.class_metric(chosen, split, task, "f1")
-fig = px.bar(f1, x="label", y="value", color="run_id", barmode="group", range_y=[0, 1],
+f1 = f1.assign(above=(f1["high"] - f1["value"]).fillna(0), below=(f1["value"] - f1["low"]).fillna(0),
+              shown=[with_interval(v, lo, hi) for v, lo, hi in zip(f1["value"], f1["low"], f1["high"], strict=True)])
+fig = px.bar(f1, x="label", y="value", color="run_id", barmode="group", range_y=[0, 1.05], error_y="above",
+             error_y_minus="below", custom_data=["shown", "run_id"],
              category_orders={"label": order, "run_id": chosen}, labels={"label": "", "value": "F1", "run_id": "run"})
+fig.update_traces(hovertemplate="%{x}: F1 %{customdata[0]}<br>%{customdata[1]}<extra></extra>")
 st.plotly_chart(fig, width="stretch")
+st.caption("Whiskers: each F1's 95 % interval (bootstrap over the images); hover a bar for the numbers.")
 
 st.subheader("Confusion matrices")
 cells = q.confusion(chosen, split, task)
@@ -331,6 +364,8 @@ corrections_line = corrections_words(a, b, stored_configs)
 if corrections_line:
     st.markdown(md_escape(corrections_line))
 st.markdown(mcnemar_words(a, b, counts, split))
+if counts["n"]:
+    st.markdown(paired_words(a, b, counts, split))
 
 side = url_choice("Disagreements", {"ab": f"A right, B wrong ({counts['a_only']:,})",
                                      "ba": f"B right, A wrong ({counts['b_only']:,})"}, "side", default="ab")
