@@ -27,6 +27,7 @@ PAGES = [
     ("sql.py", "SQL", ":material/terminal:", "sql"),
     ("annotations.py", "Annotations", ":material/rate_review:", "annotations"),
     ("data.py", "Data", ":material/dataset:", "data"),
+    ("calibration.py", "Calibration", ":material/speed:", "calibration"),
     ("slices.py", "Slices", ":material/pie_chart:", "slices"),
     ("upload.py", "Upload", ":material/upload:", "upload"),
 ]

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import calibration
 from pipeline.inference import softmax
-from tests.conftest import TINY_EXPERIMENT, make_experiment, sql
+from tests.conftest import TINY_EXPERIMENT, make_experiment, open_dashboard, sql
 
 
 def calibrated_model(n: int = 4000, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -120,3 +120,22 @@ def test_a_run_with_calibrate_off_keeps_its_softmax_and_no_temperature(calibrate
     metrics = [m for m, in sql(calibrated_store, "SELECT DISTINCT metric FROM metrics WHERE run_id = 'tiny/plain' "
                                                  "AND metric LIKE 'ece%'")]
     assert metrics == ["ece"]
+
+
+@pytest.mark.slow  # trains two tiny runs
+def test_the_page_says_the_temperature_and_both_errors_or_that_a_run_was_not_scaled(calibrated_store: Path,
+                                                                                     monkeypatch) -> None:
+    [(t,)] = sql(calibrated_store, "SELECT temperature FROM calibration WHERE run_id = 'tiny/head'")
+    ece = dict(sql(calibrated_store, "SELECT metric, value FROM metrics WHERE run_id = 'tiny/head' AND "
+                                     "split = 'test' AND metric LIKE 'ece%'"))
+    at = open_dashboard(calibrated_store, monkeypatch, "calibration.py", run="tiny/head")
+    text = " ".join(m.value for m in at.markdown)
+    assert f"Temperature T = {t:.3f}" in text
+    assert f"{ece['ece_uncalibrated']:.3f} before scaling, {ece['ece']:.3f} after" in text
+    assert len(at.get("plotly_chart")) == 1 and not at.info
+
+    at = open_dashboard(calibrated_store, monkeypatch, "calibration.py", run="tiny/plain", split="val")
+    assert any("was not calibrated" in i.value for i in at.info)
+    [(plain,)] = sql(calibrated_store, "SELECT value FROM metrics WHERE run_id = 'tiny/plain' AND split = 'val' "
+                                       "AND metric = 'ece'")
+    assert f"val** split: **{plain:.3f}**" in " ".join(m.value for m in at.markdown)
