@@ -26,6 +26,7 @@ PAGES = [
     ("sql", "SQL", "sql"),
     ("annotations", "Annotations", "annotations"),
     ("data", "Data", "data"),
+    ("calibration", "Calibration", "calibration"),
     ("slices", "Slices", "slices"),
     ("upload", "Upload", "upload"),
 ]
