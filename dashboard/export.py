@@ -26,6 +26,7 @@ from dashboard.queries.inspector import geometry
 from dashboard.queries.runs import labels
 from dashboard.text import method_rank
 from pipeline.heatmaps import decode_map, overlay
+from pipeline.intervals import wilson
 
 CSV_COLUMNS = ["run_id", "image_id", "split", "true_label", "pred_label", "confidence", "top1", "p1", "top2", "p2",
                "top3", "p3", "verdict", "note", "reviewer", "artist", "title", "date", "loss", "correct"]
@@ -103,6 +104,31 @@ def with_verdicts(run_id: str, tiles: pd.DataFrame) -> pd.DataFrame:
     return tiles.merge(current, on="image_id", how="left")
 
 
+def headline_with_bounds(run_id: str, split: str) -> dict[str, float]:
+    """The split's headline metrics (gallery.headline) and their 95 % intervals as `<metric>_low/_high`; an accuracy
+    stored without one (a run from before schema 6) gets Wilson's from its value and n."""
+    metrics = gallery.headline(run_id, split)
+    for row in compare.overall_metrics([run_id], split, "period").itertuples():
+        if row.metric in metrics and not pd.isna(row.low) and not pd.isna(row.high):
+            metrics[f"{row.metric}_low"], metrics[f"{row.metric}_high"] = float(row.low), float(row.high)
+    if "accuracy" in metrics and "accuracy_low" not in metrics and metrics.get("n"):
+        metrics["accuracy_low"], metrics["accuracy_high"] = wilson(round(metrics["accuracy"] * metrics["n"]),
+                                                                   metrics["n"])
+    return metrics
+
+
+def experts_with_bounds(run_id: str, summary: pd.DataFrame) -> dict | None:
+    """The run's expert summary row, both accuracies with Wilson's 95 % interval over its test images."""
+    if summary.empty:
+        return None
+    row = summary.iloc[0].to_dict()
+    n = gallery.headline(run_id, "test").get("n")
+    for key in ("accuracy", "accuracy_if_experts_right"):
+        if n and row.get(key) is not None and not pd.isna(row[key]):
+            row[f"{key}_low"], row[f"{key}_high"] = wilson(round(row[key] * n), n)
+    return row
+
+
 def build(run_id: str, tiles: pd.DataFrame, title: str, words: str, split: str | None,
           include_paths: bool) -> Gallery:
     """A Gallery of these tiles of the run: header facts, metrics and confusion of the split, maps, verdicts."""
@@ -115,10 +141,10 @@ def build(run_id: str, tiles: pd.DataFrame, title: str, words: str, split: str |
     return Gallery(
         title=title, run_id=run_id, export_id=uuid.uuid4().hex, made_at=datetime.now(UTC).replace(tzinfo=None),
         model=model_words(facts), periods=periods, filter_words=words, tiles=with_verdicts(run_id, tiles),
-        metrics=gallery.headline(run_id, metrics_split), metrics_split=metrics_split,
+        metrics=headline_with_bounds(run_id, metrics_split), metrics_split=metrics_split,
         confusion=gallery.confusion(run_id, split), confusion_split=split or "all",
         overlays=overlay_jpegs(dataset_id, tiles, gallery.predicted_maps(run_id, image_ids)),
-        experts=summary.iloc[0].to_dict() if len(summary) else None,
+        experts=experts_with_bounds(run_id, summary),
         include_paths=include_paths, synthetic=bool(facts.get("synthetic")))
 
 

@@ -80,13 +80,32 @@ def anchor(index: int) -> str:
     return f"label-{index}"
 
 
+def span(values: dict, key: str, fmt: str = ".0%") -> str:
+    """'77–85%' from `<key>_low/_high` (a 95 % interval), or '' when the export has none."""
+    low, high = values.get(f"{key}_low"), values.get(f"{key}_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f"{format(low, fmt).rstrip('%')}–{format(high, fmt)}"
+
+
+def between(values: dict, key: str, fmt: str = ".0%") -> str:
+    """' (95 % interval 77–85%)', or '' when the export has none."""
+    shown = span(values, key, fmt)
+    return f" (95 % interval {shown})" if shown else ""
+
+
 def header(g: Gallery) -> str:
     m = g.metrics
     n = f" {int(m['n']):,}" if "n" in m else ""
+    chance = (" The intervals say how far chance alone could move each number with this many paintings: a "
+              "difference between two models smaller than that may be no difference at all."
+              if m.get("accuracy_low") is not None else "")
     scores = (f"On its{n} {e(g.metrics_split)} paintings, which it never saw in training, the model's guess is right "
-              f"<b>{percent(m.get('accuracy'))}</b> of the time (accuracy); averaged period by period, so that small "
-              f"periods count as much as large ones, <b>{percent(m.get('balanced_accuracy'))}</b> (balanced "
-              f"accuracy); macro-F1 <b>{m['macro_f1']:.2f}</b> (0 to 1, higher is better, all periods equal)."
+              f"<b>{percent(m.get('accuracy'))}</b> of the time (accuracy){between(m, 'accuracy')}; averaged period "
+              f"by period, so that small periods count as much as large ones, "
+              f"<b>{percent(m.get('balanced_accuracy'))}</b> (balanced accuracy){between(m, 'balanced_accuracy')}; "
+              f"macro-F1 <b>{m['macro_f1']:.2f}</b>{between(m, 'macro_f1', '.2f')} (0 to 1, higher is better, all "
+              f"periods equal).{chance}"
               if m.get("macro_f1") is not None else "No test metrics are stored for this run.")
     periods = " → ".join(f"<span class=\"period\">{e(p)}</span>" for p in g.periods)
     synthetic = ('<p class="warn"><b>Synthetic demo data</b>: these are generated pictures, not paintings.</p>'
@@ -105,8 +124,11 @@ def experts(g: Gallery) -> str:
     x = g.experts
     if not x or not x.get("reviewed_errors"):
         return ""
+    bounds = (f" (95 % intervals {span(x, 'accuracy_if_experts_right')} and {span(x, 'accuracy')})"
+              if span(x, "accuracy") and span(x, "accuracy_if_experts_right") else "")
     after = (f"; if the experts are right, the model's accuracy is {percent(x.get('accuracy_if_experts_right'))} "
-             f"instead of {percent(x.get('accuracy'))}" if x.get("accuracy_if_experts_right") is not None else "")
+             f"instead of {percent(x.get('accuracy'))}{bounds}" if x.get("accuracy_if_experts_right") is not None
+             else "")
     return (f"<p class=\"experts\"><b>Experts so far</b> have judged {int(x['reviewed_errors']):,} of the model's "
             f"{int(x.get('errors') or 0):,} test errors: {int(x.get('label_wrong') or 0):,} label wrong, "
             f"{int(x.get('model_right') or 0):,} model right, {int(x.get('ambiguous') or 0):,} ambiguous, "

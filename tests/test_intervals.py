@@ -136,3 +136,24 @@ def test_upgrade_fills_the_intervals_of_a_run_stored_without_them(tmp_path):
         if want[3] is not None:
             assert got[3:] == pytest.approx(want[3:], abs=1e-6)
     assert main(["upgrade", "--store", str(path)]) == 0  # nothing left to fill: the same rows again
+
+
+def test_the_gallery_header_gives_each_score_and_the_experts_accuracy_its_interval():
+    from dashboard.gallery_file import render
+    from tests.test_gallery_file import a_gallery, tile
+
+    low, high = wilson(341, 420)  # 0.812 of 420 test paintings: 0.771–0.847
+    metrics = {"accuracy": 341 / 420, "accuracy_low": low, "accuracy_high": high, "balanced_accuracy": 0.774,
+               "balanced_accuracy_low": 0.731, "balanced_accuracy_high": 0.809, "macro_f1": 0.7651,
+               "macro_f1_low": 0.721, "macro_f1_high": 0.802, "n": 420.0}
+    experts = {"errors": 79, "reviewed_errors": 12, "label_wrong": 7, "model_right": 2, "ambiguous": 2, "outside": 1,
+               "accuracy": 341 / 420, "accuracy_low": low, "accuracy_high": high,
+               "accuracy_if_experts_right": 350 / 420, "accuracy_if_experts_right_low": wilson(350, 420)[0],
+               "accuracy_if_experts_right_high": wilson(350, 420)[1]}
+    page = render(a_gallery([tile("a.jpg", "Baroque", "Rococo")], metrics=metrics, experts=experts))
+    assert "<b>81%</b> of the time (accuracy) (95 % interval 77–85%)" in page
+    assert "<b>77%</b> (balanced accuracy) (95 % interval 73–81%)" in page
+    assert "<b>0.77</b> (95 % interval 0.72–0.80)" in page
+    assert "accuracy is 83% instead of 81% (95 % intervals 79–87% and 77–85%)" in page
+    plain = render(a_gallery([tile("a.jpg", "Baroque", "Rococo")]))  # an export without intervals says none
+    assert "95 % interval" not in plain and "<b>81%</b> of the time (accuracy);" in plain
