@@ -251,7 +251,7 @@ def variants(f: dict) -> list[Variant]:
         def steps() -> list[Step]:
             out = router + [
                 ("runs", qr.runs), ("saved", qsl.saved), ("overall", lambda: qsl.overall(run, split)),
-                ("worst", lambda: qsl.worst(run, split, qsl.MIN_SIZE)),
+                # the finder (qsl.worst) ranks slice_metrics' rows in pandas: on the page its second call is cached
                 ("slice_metrics", lambda: qsl.slice_metrics(run, split))]
             if within:
                 out.append(("across_runs", lambda: qsl.across_runs(within, split)))

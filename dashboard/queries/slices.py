@@ -35,9 +35,10 @@ _YEAR = r"try_cast(nullif(regexp_extract(i.date, '\d{4}'), '') AS INTEGER) // 50
 _PIXELS = "i.width::BIGINT * i.height::BIGINT"
 
 
-def _tercile(q: str) -> str:
-    return (f"(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, {q}) FROM images t "
-            "WHERE t.dataset_id = i.dataset_id)")
+# The dataset's pixel-count terciles in one subquery; a size is how many of them the image exceeds.
+_TERCILES = ("(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, [1/3, 2/3]) FROM images t "
+             "WHERE t.dataset_id = i.dataset_id)")
+SIZES = ["small (lowest third)", "medium (middle third)", "large (highest third)"]
 
 
 DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL expression over p, r, i, lq)
@@ -50,9 +51,7 @@ DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL ex
                                ELSE 'square (0.8–1.25)' END"""),
     "size": ("size (pixels, thirds of the dataset)",
              f"""CASE WHEN i.width IS NULL OR i.height IS NULL THEN 'unknown'
-                      WHEN {_PIXELS} <= {_tercile('1/3')} THEN 'small (lowest third)'
-                      WHEN {_PIXELS} <= {_tercile('2/3')} THEN 'medium (middle third)'
-                      ELSE 'large (highest third)' END"""),
+                      ELSE {SIZES}[1 + len(list_filter({_TERCILES}, lambda x: {_PIXELS} > x))] END"""),
     "near_copy": ("near-copy group", """CASE WHEN EXISTS (SELECT 1 FROM near_copies n WHERE n.dataset_id = i.dataset_id
                                                                                  AND n.image_id = i.image_id)
                                              THEN 'in a near-copy group' ELSE 'no near copy' END"""),
@@ -157,17 +156,15 @@ def worst(run_id: str, split: str, min_size: int = MIN_SIZE, limit: int = 10) ->
     """The slices (of at least `min_size` images) where the run does worst against its accuracy on the whole split,
     ranked by how far the slice's upper 95 % bound falls below that accuracy (`gap`; positive: clearly worse), so a
     small slice's noisy low accuracy does not outrank a large slice's sure one. A dimension with one value is no
-    slice of the split."""
-    sliced, params = _sliced(run_id, split)
-    return query(f"""
-        WITH s AS ({sliced}),
-             u AS (UNPIVOT s ON {', '.join(DIMENSIONS)} INTO NAME dimension VALUE value),
-             m AS (SELECT dimension, value, {_metrics()}, count(*) OVER (PARTITION BY dimension) AS values_in_dimension
-                   FROM u GROUP BY dimension, value)
-        SELECT dimension, value, n, errors, accuracy, low, high,
-               (SELECT avg(correct::INT) FROM s) - high AS gap
-        FROM m WHERE n >= ? AND values_in_dimension > 1
-        ORDER BY gap DESC, n DESC, dimension, value LIMIT ?""", (*params, int(min_size), int(limit)))
+    slice of the split. Ranked from slice_metrics' rows (SQL, cached: the page shows both), a few hundred at most."""
+    table = slice_metrics(run_id, split)
+    whole = overall(run_id, split)
+    if table.empty or not whole["n"]:
+        return table.assign(gap=pd.Series(dtype=float))
+    values = table.groupby("dimension")["value"].transform("count")
+    found = table[(table["n"] >= int(min_size)) & (values > 1)].assign(gap=lambda t: whole["accuracy"] - t["high"])
+    return (found.sort_values(["gap", "n", "dimension", "value"], ascending=[False, False, True, True])
+            .head(int(limit)).reset_index(drop=True))
 
 
 def across_runs(within: Mapping[str, Sequence[str]], split: str) -> pd.DataFrame:
