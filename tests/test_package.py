@@ -57,7 +57,7 @@ def test_installs_pipeline_and_dashboard_not_tests_or_benchmarks(tmp_path):
 
 def test_help_lists_every_command(tmp_path):
     assert set(COMMANDS) == {"artifacts", "run", "prepare", "audit", "list", "explain", "evaluate", "upgrade",
-                             "dashboard", "annotations"}
+                             "dashboard", "annotations", "merge", "export"}
     done = periodeye("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: periodeye")
