@@ -60,7 +60,10 @@ def assign_splits(
             continue
         rng = np.random.default_rng([split.seed, zlib.crc32(label.encode())])
         order = [groups[i] for i in rng.permutation(len(groups))]
-        assignment.update(_fill(order, group_size, targets))
+        filled = _fill(order, group_size, targets)
+        if split.artist_disjoint:
+            _check_disjoint(label, filled, targets)
+        assignment.update(filled)
 
     df = df[df["_group"].isin(assignment)].copy()
     df["split"] = df["_group"].map(assignment)
@@ -78,6 +81,18 @@ def _check(split: SplitConfig) -> None:
         return
     raise ConfigError(f"split {split.mode!r} with val={split.val}, test={split.test} is not usable: 'counts' needs "
                       f"whole numbers >= 0, 'fractions' needs shares >= 0 with val + test < 1 ('none': all test)")
+
+
+def _check_disjoint(label: str, filled: dict[str, str], targets: dict[str, int]) -> None:
+    """An artist-disjoint class needs a painter (group) for train and one for each of val and test that it asks for:
+    fewer would silently leave a split without this class, so say so instead."""
+    used = set(filled.values())
+    wanted = ["train"] + [name for name in ("val", "test") if targets[name] > 0]
+    missing = [name for name in wanted if name not in used]
+    if missing:
+        raise ConfigError(
+            f"artist-disjoint split impossible: {label!r} has {len(filled)} painter(s), so {' and '.join(missing)} "
+            f"would get none of its images; it needs {len(wanted)} (one per split), or drop artist_disjoint")
 
 
 def _targets(n: int, split: SplitConfig) -> tuple[dict[str, int], str | None]:
