@@ -20,29 +20,29 @@ SHOWN = ["run", "evaluation_of", "model", "kept", "train_minutes", "accuracy_sho
 SHOWN_METRICS = {"accuracy_shown": "test_accuracy", "balanced_shown": "test_balanced_accuracy",
                  "macro_f1_shown": "test_macro_f1", "adjacent_shown": "test_adjacent_error_share"}
 ARTIST_SHOWN = {"artist_seen": "accuracy_artist_seen", "artist_unseen": "accuracy_artist_unseen"}
-INTERVAL_HELP = " (± its 95 % interval over the test images; low–high where the interval is lopsided)"
+INTERVAL_HELP = " (± the wider side of its 95 % interval over the test images)"
 COLUMNS = {
-    "run": st.column_config.TextColumn("run", width=130, help="the run's name in its experiment (see above)"),
+    "run": st.column_config.TextColumn("run", width=120, help="the run's name in its experiment (see above)"),
     "evaluation_of": st.column_config.TextColumn(
         "evaluation of", width=120, help="scored on another collection with this run's model (`python -m pipeline "
         "evaluate`); its metrics are that collection's, all of it test"),
-    "model": st.column_config.TextColumn("model", width=95, help="training strategy (and tasks, beyond period)"),
+    "model": st.column_config.TextColumn("model", width=90, help="training strategy (and tasks, beyond period)"),
     "kept": st.column_config.TextColumn(
-        "kept", width=80, help="the stage and epoch whose weights the run kept (best validation accuracy), of the "
+        "kept", width=78, help="the stage and epoch whose weights the run kept (best validation accuracy), of the "
         "epochs it trained; † fine-tuning never beat the head stage"),
     "train_minutes": st.column_config.NumberColumn("train min", width=62, format="%.2f"),
-    "accuracy_shown": st.column_config.TextColumn("accuracy", width=104, help="on the test split" + INTERVAL_HELP),
+    "accuracy_shown": st.column_config.TextColumn("accuracy", width=96, help="on the test split" + INTERVAL_HELP),
     "balanced_shown": st.column_config.TextColumn(
-        "balanced", width=104, help="balanced accuracy: the mean of the per-period recalls" + INTERVAL_HELP),
-    "macro_f1_shown": st.column_config.TextColumn("macro-F1", width=104, help="on the test split" + INTERVAL_HELP),
+        "balanced", width=96, help="balanced accuracy: the mean of the per-period recalls" + INTERVAL_HELP),
+    "macro_f1_shown": st.column_config.TextColumn("macro-F1", width=96, help="on the test split" + INTERVAL_HELP),
     "adjacent_shown": st.column_config.TextColumn(
-        "adjacent", width=90, help="adjacent-error share: of the errors, the share landing on a chronologically "
+        "adjacent", width=84, help="adjacent-error share: of the errors, the share landing on a chronologically "
         "neighbouring period" + INTERVAL_HELP),
     "artist_seen": st.column_config.TextColumn(
-        "artist seen", width=104, help="test accuracy on paintings whose artist is in the training split: the "
+        "artist seen", width=96, help="test accuracy on paintings whose artist is in the training split: the "
         "model may recognise the painter rather than the period" + INTERVAL_HELP),
     "artist_unseen": st.column_config.TextColumn(
-        "artist unseen", width=104, help="test accuracy on paintings whose artist the training split never showed: "
+        "artist unseen", width=100, help="test accuracy on paintings whose artist the training split never showed: "
         "period from style alone" + INTERVAL_HELP),
     "n_maps": st.column_config.NumberColumn("maps", width=46, help="saliency maps stored"),
     "errors": st.column_config.LinkColumn("errors", width=50, display_text="Errors", help="this run's error gallery"),

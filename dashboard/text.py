@@ -87,13 +87,11 @@ def corrections_words(a: str, b: str, configs: dict[str, str | None]) -> str | N
 
 
 def with_interval(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
-    """A metric with its 95 % interval, one form on every page and export: '0.459 ± 0.026', or '0.981 (0.952–0.993)'
-    when the interval is lopsided by more than 0.005 (Wilson near 0 or 1), the value alone when it has none."""
+    """A metric with its 95 % interval, one form on every page: '0.459 ± 0.026', the ± being the wider side of the
+    interval (Wilson's and the bootstrap's are lopsided at small n or near 0 and 1: the wider side never understates
+    the uncertainty, and the form stays narrow enough for a table column). The value alone when it has none."""
     if value is None or pd.isna(value):
         return ""
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return f"{value:.{digits}f}"
-    above, below = high - value, value - low
-    if abs(above - below) > 0.005:
-        return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
-    return f"{value:.{digits}f} ± {max(above, below):.{digits}f}"
+    return f"{value:.{digits}f}\u00a0±\u00a0{max(high - value, value - low, 0.0):.{digits}f}"  # one unbroken phrase

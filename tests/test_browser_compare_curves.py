@@ -46,6 +46,13 @@ def test_compare_tab_stays_in_the_url_and_matrices_name_every_class(page, served
                                                        "AND task = 'period' ORDER BY class_index", [HEAD])]
     open_page(page, served, f"compare?{runs_query(HEAD, TWO)}")
     page.get_by_text("Difference B − A").wait_for()
+    metrics = page.locator("[data-testid='stDataFrame']").first  # the runs' scores, each with its 95 % interval
+    metrics.scroll_into_view_if_needed()
+    metrics.locator("[role='gridcell']").first.wait_for(state="attached", timeout=30_000)  # the grid has drawn
+    cells = metrics.locator("[role='gridcell']").all_inner_texts()
+    assert sum(bool(re.fullmatch(r"\d\.\d{3}\s±\s\d\.\d{3}", c)) for c in cells) >= 6, cells
+    paired = page.get_by_text("paired bootstrap over the images")
+    assert re.search(r"95 % interval −?\d+\.\d to −?\d+\.\d: (not )?distinguishable", paired.inner_text())
     for index in (1, 2, 3):  # A's matrix, B's, their difference: every class on both axes
         assert chart_ticks(page, index, "x") == classes
         assert chart_ticks(page, index, "y") == classes

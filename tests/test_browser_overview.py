@@ -5,11 +5,12 @@ A link to a run that does not exist says so and lists the runs that do; the runs
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from dashboard.runs_table import COLUMNS, SHOWN
+from dashboard.runs_table import ARTIST_SHOWN, COLUMNS, SHOWN
 from tests.browser import open_page, shot, wait_for_app
 from tests.conftest import sql
 
@@ -35,7 +36,8 @@ def test_a_link_to_a_deleted_run_names_it_and_lists_the_runs(served, page):
 def link_position(table, column: str, row: int) -> tuple[float, float]:
     """Where the user sees the link of `column` in data row `row`: the table draws its columns at the widths
     dashboard/runs_table.py gives them (rows and header 35 px), on a canvas with no element per cell."""
-    shown = [c for c in SHOWN if c != "evaluation_of"]  # the real-painting store has no evaluations
+    # the real-painting store has no evaluations and no artists (so no artist seen/unseen columns)
+    shown = [c for c in SHOWN if c not in ("evaluation_of", *ARTIST_SHOWN)]
     left = sum(int(COLUMNS[c].get("width") or 0) for c in shown[:shown.index(column)])
     box = table.bounding_box()
     return box["x"] + left + 20, box["y"] + 35 * (row + 1) + 17
@@ -50,6 +52,11 @@ def test_overview_shows_every_column_and_a_runs_errors_link_opens_its_gallery(se
                        "errors", "curves", "compare"]
     # every column is in view at 1400 px: the table needs no sideways scrolling
     assert table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); return s.scrollWidth <= s.clientWidth }")
+    cells = table.locator("[role='gridcell']").all_inner_texts()  # each score with its 95 % interval
+    scores = [c for c in cells if re.fullmatch(r"\d\.\d{2,3}\s±\s\d\.\d{2,3}", c)]
+    assert len(scores) >= 3 * len(run_ids(served.store)), cells
+    best_line = page.get_by_text("Best by test accuracy").inner_text()
+    assert re.search(r"\d\.\d{3}\s±\s\d\.\d{3}", best_line), best_line
     first = table.locator("[role='gridcell']").first.inner_text()
     run_id = next(r for r in run_ids(served.store) if r.endswith(f"/{first}"))
     x, y = link_position(table, "errors", 0)

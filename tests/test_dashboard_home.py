@@ -60,9 +60,9 @@ def test_overview_runs_table_in_words_with_kept_epoch_and_links(monkeypatch, dem
         assert row["curves"] == f"./curves?runs={quote(run_id, safe='')}"
         partner = best if run_id != best else rows.drop(best)["test_accuracy"].idxmax()
         assert row["compare"] == f"./compare?runs={quote(run_id, safe='')}&runs={quote(partner, safe='')}"
-    assert any(f"Best by test accuracy: **{best}**, {accuracy:.3f} " in m.value for m in at.markdown)  # ± interval
+    assert any(f"Best by test accuracy: **{best}**, {accuracy:.3f}\u00a0±\u00a0" in m.value for m in at.markdown)
     for column in ("accuracy_shown", "balanced_shown", "macro_f1_shown"):  # every score with its 95 % interval
-        assert all(" ± " in t or "–" in t for t in rows[column]), rows[column]
+        assert all("±" in t for t in rows[column]), rows[column]
     assert any(r"demo \(synthetic\) · 5 runs" in m.value for m in at.markdown)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
     assert (chart["xaxis"]["title"]["text"], chart["yaxis"]["title"]["text"]) == ("run", "score on the test split")

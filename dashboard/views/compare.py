@@ -296,7 +296,7 @@ if metrics.empty:
     st.stop()
 st.dataframe(metrics)
 st.caption("Each score with its 95 % interval over the images (Wilson for accuracies, a bootstrap over images for "
-           "the others; low–high where it is lopsided): runs whose intervals overlap may not differ. "
+           "the others; ± its wider side): runs whose intervals overlap may not differ. "
            "Adjacent-error share: of the errors, the share landing on a chronologically neighbouring period. "
            "B − A compares the first two runs chosen; the paired test under their confusion matrices says whether "
            "the difference is real.")

@@ -25,10 +25,16 @@ METRICS = {"test_accuracy": "accuracy", "test_balanced_accuracy": "balanced accu
 
 
 def score_chart(shown: pd.DataFrame):
-    """Each run's three test scores side by side, on one 0–1 axis."""
-    long = shown.melt(id_vars="run_id", value_vars=list(METRICS), var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map(METRICS)
+    """Each run's three test scores side by side, on one 0–1 axis, whiskers at their 95 % intervals."""
+    parts = []
+    for column, name in METRICS.items():
+        part = shown[["run_id", column]].rename(columns={column: "value"}).assign(metric=name)
+        low = shown.get(f"{column}_low", pd.Series(float("nan"), index=shown.index))
+        high = shown.get(f"{column}_high", pd.Series(float("nan"), index=shown.index))
+        parts.append(part.assign(above=(high - shown[column]).fillna(0), below=(shown[column] - low).fillna(0)))
+    long = pd.concat(parts, ignore_index=True)
     fig = px.bar(long, x="run_id", y="value", color="metric", barmode="group", range_y=[0, 1],
+                 error_y="above", error_y_minus="below",
                  labels={"run_id": "run", "value": "score on the test split", "metric": "metric"})
     fig.update_layout(height=340, margin={"t": 40, "b": 10},
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None})
