@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.queries.runs import kept_epochs
-from dashboard.text import md_escape
+from dashboard.text import md_escape, with_interval
 
 
 def similarity(value: float, digits: int = 2) -> str:
@@ -65,9 +65,15 @@ def best_run_caption(table: pd.DataFrame, run_id: str) -> str:
     if pd.isna(accuracy.get(best)):
         return ""
     if run_id == best:
-        return f"The best run by test accuracy ({accuracy[best]:.3f}): shown when a link names none."
-    own = "" if pd.isna(accuracy.get(run_id)) else f"; this run {accuracy[run_id]:.3f}"
-    return f"Best by test accuracy: {md_escape(best)} ({accuracy[best]:.3f}{own})."
+        return f"The best run by test accuracy ({accuracy_text(table, best)}): shown when a link names none."
+    own = "" if pd.isna(accuracy.get(run_id)) else f"; this run {accuracy_text(table, run_id)}"
+    return f"Best by test accuracy: {md_escape(best)} ({accuracy_text(table, best)}{own})."
+
+
+def accuracy_text(table: pd.DataFrame, run_id: str) -> str:
+    """A run's test accuracy with its 95 % interval ('0.459 ± 0.026'), from runs()."""
+    row = table.set_index("run_id").loc[run_id]
+    return with_interval(row["test_accuracy"], row.get("test_accuracy_low"), row.get("test_accuracy_high"))
 
 
 def choose_run(table: pd.DataFrame, label: str = "Run", key: str = "run") -> str:
@@ -103,7 +109,7 @@ def choose_runs(label: str, table: pd.DataFrame, default: list[str] | None = Non
     best = best_run(table)
     accuracy = table.set_index("run_id")["test_accuracy"].get(best)
     if not pd.isna(accuracy):
-        st.caption(f"Best by test accuracy: {md_escape(best)} ({accuracy:.3f})"
+        st.caption(f"Best by test accuracy: {md_escape(best)} ({accuracy_text(table, best)})"
                    f"{', chosen here' if best in chosen else ''}.")
     return chosen
 

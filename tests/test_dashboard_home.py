@@ -74,7 +74,7 @@ def test_every_run_page_defaults_to_the_best_run_and_says_why(monkeypatch, demo_
     at = open_dashboard(demo_store, monkeypatch, page)
     best, accuracy = best_by_sql(demo_store)
     assert at.query_params["run"] in ([best], best)
-    assert f"The best run by test accuracy ({accuracy:.3f})" in " ".join(c.value for c in at.caption)
+    assert f"The best run by test accuracy ({accuracy:.3f}\u00a0±\u00a0" in " ".join(c.value for c in at.caption)
 
 
 @pytest.mark.slow
