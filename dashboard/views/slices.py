@@ -115,10 +115,16 @@ def saved_slices(split: str, run_id: str) -> None:
             st.warning(f"Not found: saved slice **{md_escape(asked)}**, which this link asks for.")
         return
     names = dict(zip(table["slice_id"], table["name"], strict=True))
-    if asked and asked not in names:
-        st.warning(f"Not found: saved slice **{md_escape(asked)}**, which this link asks for (deleted, or renamed "
-                   "before links kept their ids). Showing another.")
-        state.put(slice=None)
+    if asked and asked not in names:  # the URL rule: said with what exists, the link kept, nothing in its place
+        listed = ", ".join(md_escape(n) for n in names.values())
+        st.warning(f"Not found: saved slice **{md_escape(asked)}**, which this link asks for (it was deleted). "
+                   f"Saved slices: {listed}. Pick one here.", icon=":material/search_off:")
+        picked = st.selectbox("Saved slice", list(names), index=None, placeholder="Pick one",
+                              format_func=lambda s: names.get(s, s), key="w_slice_missing")
+        if picked is not None:
+            state.put(slice=picked)
+            st.rerun()
+        return
     slice_id = state.choose("Saved slice", list(names), "slice", format_func=lambda s: names.get(s, s))
     row = table.set_index("slice_id").loc[slice_id]
     within = row["filter"]
