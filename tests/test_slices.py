@@ -232,3 +232,11 @@ def test_the_verdict_that_counts_is_the_runs_own_then_the_latest(tmp_path, monke
     monkeypatch.setenv("PERIODEYE_STORE", str(path))
     got = q.slice_metrics(run_id, "test").query("dimension == 'verdict'").set_index("value")["n"].to_dict()
     assert got == {"ambiguous": 1, "label wrong": 1, "no verdict": 58}
+
+
+def test_a_slice_survives_the_url_and_unknown_dimensions_are_left_out():
+    within = {"date": ["1600–1649", "1650–1699"], "artist": ["Anonymous: Flemish"]}
+    assert q.parse_within(q.url_values(within) + ["nonsense:x", "artist:", "date:1600–1649"]) == within
+    sql_text, params = q.clause(within)
+    assert params == ["1600–1649", "1650–1699", "Anonymous: Flemish"] and sql_text.count("?") == 3
+    assert q.clause({}) == ("TRUE", [])

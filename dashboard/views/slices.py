@@ -126,6 +126,7 @@ def saved_slices(split: str, run_id: str) -> None:
             st.rerun()
         return
     slice_id = state.choose("Saved slice", list(names), "slice", format_func=lambda s: names.get(s, s))
+    assert slice_id is not None  # names is not empty
     row = table.set_index("slice_id").loc[slice_id]
     within = row["filter"]
     by = f" · saved by {md_escape(row['author'])}" if isinstance(row["author"], str) else ""
