@@ -61,12 +61,12 @@ def finder(run_id: str, split: str) -> None:
     if found.empty:
         st.info(f"No slice has {min_size} images or more: lower the smallest slice size.")
         return
-    lines = ["| slice | images | accuracy (95 % interval) | gap | gallery |", "|---|---:|---|---:|---|"]
+    lines = ["| slice | accuracy (95 % interval) | gallery |", "|---|---|---|"]  # three columns: a phone's width
     for r in found.itertuples():
-        mark = ":red[**clearly worse**]" if r.gap > 0 else "within noise"
+        mark = f":red[**clearly worse**] by {r.gap:.2f}" if r.gap > 0 else "within noise"
         link = gallery_link(run_id, split, {r.dimension: [r.value]})
-        lines.append(f"| {md_escape(words(r.dimension))}: **{md_escape(r.value)}** | {r.n:,} | {interval(r)} | "
-                     f"{r.gap:+.2f} ({mark}) | [{r.errors:,} errors]({link}) |")
+        lines.append(f"| {md_escape(words(r.dimension))}: **{md_escape(r.value)}** · {mark} | {interval(r)} of "
+                     f"{r.n:,} | [{r.errors:,} errors]({link}) |")
     st.markdown("\n".join(lines))
 
 
@@ -93,13 +93,12 @@ def every_slice(run_id: str, split: str) -> pd.DataFrame:
 def across_runs(within: Mapping[str, Sequence[str]], split: str, run_id: str) -> None:
     """The slice's accuracy on every run of the store, runs as rows."""
     table = q.across_runs(within, split)
-    lines = ["| run | images | accuracy (95 % interval) | run's accuracy on all | gallery |",
-             "|---|---:|---|---:|---|"]
+    lines = ["| run | accuracy (95 % interval) | run's accuracy on all | gallery |", "|---|---|---:|---|"]
     for r in table.itertuples():
         run_all = "–" if pd.isna(r.run_accuracy) else f"{r.run_accuracy:.3f}"
         link = f"[{r.errors:,} errors]({gallery_link(r.run_id, split, within)})" if r.n else "–"
         own = " (picked)" if r.run_id == run_id else ""
-        lines.append(f"| {md_escape(r.run_id)}{own} | {r.n:,} | {interval(r)} | {run_all} | {link} |")
+        lines.append(f"| {md_escape(r.run_id)}{own} | {interval(r)} of {r.n:,} | {run_all} | {link} |")
     st.markdown("\n".join(lines))
     st.caption(f"Every run in the store, on its {split} images in this slice. Runs whose intervals overlap cannot be "
                "told apart on this slice.")
