@@ -9,7 +9,8 @@ read_parquet), so a source is never written to. Each run is copied in its own tr
 before that run. A run id already here is reported and skipped, or replaced with `force`.
 
 Datasets are matched by id, which names their content (pipeline.data.prepare.dataset_version); the same id with
-other images' content hashes is refused, naming both files. Annotations from every source are kept, de-duplicated
+other images' content hashes (in the store and a source, or in two sources) is refused before any work, naming both
+files. Annotations from every source are kept, de-duplicated
 by (content hash, author, time) (pipeline.annotations.merge_annotations); saved slices come by slice_id, an existing
 one kept.
 """
@@ -58,12 +59,12 @@ def merge(target: str | Path, sources: list[str | Path], force: bool = False,
     target = Path(target)
     checked = [check_source(Path(s), target) for s in sources]  # all of them, before any work
     store.check_store(target, writing=True)
+    check_datasets(target, checked)
     report = MergeReport()
     with store.connect(target) as con:
         for source in checked:
             attach(con, source)
             try:
-                check_datasets(con, source, target)
                 runs = [r for (r,) in con.execute(f"SELECT run_id FROM {SOURCE}.runs ORDER BY run_id").fetchall()]
                 for run_id in runs:
                     say(f"{run_id}: {copy_run(con, source, run_id, force, report)} (from {source})")
@@ -108,21 +109,29 @@ def attach(con: duckdb.DuckDBPyConnection, source: Path) -> None:
         con.execute(f"CREATE VIEW {SOURCE}.main.{table} AS SELECT * FROM read_parquet({files}, {hive})")
 
 
-def check_datasets(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> None:
-    """A dataset id both hold must name the same images: MergeError naming both files when the content hashes
-    disagree (a digest collision, or a hand-edited store)."""
-    shared = [d for (d,) in con.execute(f"""SELECT dataset_id FROM {SOURCE}.datasets
-                                            WHERE dataset_id IN (SELECT dataset_id FROM datasets)""").fetchall()]
-    for dataset_id in shared:
-        differ = con.execute(f"""
-            SELECT count(*), min(coalesce(s.image_id, t.image_id)) FROM
-                (SELECT image_id, content_hash FROM {SOURCE}.images WHERE dataset_id = $1) s
-                FULL OUTER JOIN (SELECT image_id, content_hash FROM images WHERE dataset_id = $1) t
-                ON s.image_id = t.image_id
-            WHERE s.content_hash IS DISTINCT FROM t.content_hash""", [dataset_id]).fetchone()
-        if differ and differ[0]:
-            raise MergeError(f"dataset {dataset_id} differs between {source} and {target}: {differ[0]} images' "
-                             f"content hashes disagree (e.g. {differ[1]!r}); nothing more merged from {source}")
+def check_datasets(target: Path, sources: list[Path]) -> None:
+    """A dataset id held by the store and a source, or by two sources, must name the same images (image ids and
+    content hashes): else MergeError naming both files, before any work (a digest collision, or a hand-edited store).
+    Reads through a connection of its own, every file attached read-only."""
+    held: dict[str, tuple[Path, int, int]] = {}  # dataset id -> (first file holding it, images, digest)
+    places = ([target] if store.check_file(target, writing=True) else []) + sources
+    with duckdb.connect() as con:
+        for name in ("autoinstall_known_extensions", "autoload_known_extensions"):
+            con.execute(f"SET {name} = false")
+        for place in places:
+            attach(con, place)
+            try:
+                rows = con.execute(f"""SELECT dataset_id, count(*), bit_xor(hash(image_id, content_hash))
+                                       FROM {SOURCE}.images GROUP BY dataset_id ORDER BY dataset_id""").fetchall()
+            except duckdb.CatalogException:  # a target that is an empty DuckDB file: no datasets yet
+                rows = []
+            finally:
+                con.execute(f"DETACH {SOURCE}")
+            for dataset_id, count, digest in rows:
+                first = held.setdefault(dataset_id, (place, count, digest))
+                if first[1:] != (count, digest):
+                    raise MergeError(f"dataset {dataset_id} differs between {first[0]} and {place}: the same id with "
+                                     f"other images or content hashes ({first[1]} vs {count} images); nothing merged")
 
 
 def copy_run(con: duckdb.DuckDBPyConnection, source: Path, run_id: str, force: bool, report: MergeReport) -> str:

@@ -85,15 +85,21 @@ def test_the_store_itself_is_not_a_source(tmp_path):
         merge(target, [target], say=quiet)
 
 
-def test_the_same_dataset_id_with_other_images_is_one_error_naming_both_files(tmp_path):
-    source = small_store(tmp_path / "a.duckdb", ["demo/theirs"], salt="-edited")
+@pytest.mark.parametrize("against", ["the store", "another source"])
+def test_the_same_dataset_id_with_other_images_is_one_error_naming_both_files(tmp_path, against):
+    """Checked before any work: the good source given first is not merged either."""
+    edited = small_store(tmp_path / "edited.duckdb", ["demo/theirs"], salt="-edited")
     target = small_store(tmp_path / "target.duckdb", ["demo/mine"])
+    if against == "another source":
+        target = tmp_path / "new.duckdb"
+    good = small_store(tmp_path / "good.duckdb", ["demo/good"])
+    before = target.read_bytes() if target.exists() else None
     with pytest.raises(MergeError) as failure:
-        merge(target, [source], say=quiet)
+        merge(target, [good, edited], say=quiet)
     message = str(failure.value)
-    assert str(source) in message and str(target) in message and "img0.jpg" in message
-    assert "\n" not in message
-    assert store.completed_runs(target) == {"demo/mine": None}
+    first = target if against == "the store" else good
+    assert f"differs between {first} and {edited}" in message and "\n" not in message
+    assert (target.read_bytes() if target.exists() else None) == before
 
 
 def test_a_run_whose_copy_fails_half_way_is_not_merged(tmp_path):
