@@ -90,6 +90,22 @@ class CorrectionsConfig:
     label_wrong: typing.Literal["off", "exclude", "relabel"] = "off"
 
 
+SplitName = typing.Literal["train", "val", "test"]
+
+
+@dataclass
+class SourceConfig:
+    """One collection of an experiment that combines several (`data.sources`): its path, its kind (None: recognised
+    from the path, as `--data PATH` does), its name (default: the folder's or file's; the `source` column of its
+    images, and the prefix of an image id another source already has) and the splits its images may go to
+    (None: all; `[train, val]`: a collection that adds training data and is never tested on)."""
+
+    path: str
+    source: str | None = None
+    name: str | None = None
+    splits: list[SplitName] | None = None
+
+
 FIRST_DATA_FIELDS = frozenset({"source", "path", "name", "subset", "resize", "crop", "thumbnail_size", "period_order",
                                "split"})
 
@@ -107,11 +123,14 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
     near_copies: NearCopyConfig = field(default_factory=NearCopyConfig)
+    sources: list[SourceConfig] = field(default_factory=list)  # several collections in one dataset; []: `path`
 
     @property
     def dataset_name(self) -> str:
         if self.name:
             return self.name
+        if self.sources:
+            return "+".join(s.name or Path(s.path).name for s in self.sources)
         if self.path:
             return Path(self.path).name or self.source
         return self.source
@@ -341,6 +360,10 @@ def _unique_nonempty(v: list[str]) -> bool:
     return bool(v) and len(set(v)) == len(v) and all(s.strip() for s in v)
 
 
+def _splits_ok(v: list[str]) -> bool:
+    return bool(v) and len(set(v)) == len(v) and set(v) <= set(typing.get_args(SplitName))
+
+
 def _crop_scale_ok(v: list[float]) -> bool:
     return len(v) == 2 and 0 < v[0] <= v[1] <= 1
 
@@ -359,6 +382,9 @@ def rules() -> dict[tuple[type, str], Rule]:
         (DataConfig, "source"): one_of(list(SOURCES)), (DataConfig, "name"): NAME,
         (DataConfig, "resize"): size, (DataConfig, "crop"): size, (DataConfig, "thumbnail_size"): within(16, 1024),
         (DataConfig, "period_order"): Rule(_unique_nonempty, "(period names, at least one, no repeats)"),
+        (SourceConfig, "source"): one_of(list(SOURCES)), (SourceConfig, "name"): NAME,
+        (SourceConfig, "splits"): Rule(_splits_ok, expected="a list of splits (train, val, test), at least one, "
+                                       "no repeats; leave it out for all"),
         (NearCopyConfig, "phash_distance"): within(0, 64), (NearCopyConfig, "embedding_similarity"): within(0, 1),
         (NearCopyConfig, "embedding_backbone"): one_of(sorted(BACKBONES)),
         (NearCopyConfig, "local_candidates"): within(1, 1000), (NearCopyConfig, "local_inliers"): within(3, 10000),
@@ -438,28 +464,88 @@ def load_experiment(path: str | os.PathLike, data_path: str | None = None, store
 
 def _data(raw: Any, data_path: str | None, problems: Problems) -> DataConfig | None:
     """The data block, checked, then pointed at `data_path` if given."""
-    if check_fields(DataConfig, raw, "data", problems, rules()) is None:
+    has_sources = isinstance(raw, dict) and "sources" in raw
+    several = raw["sources"] if has_sources else None  # a list of mappings: checked entry by entry below
+    raw = {k: v for k, v in raw.items() if k != "sources"} if has_sources else raw
+    checked = check_fields(DataConfig, raw, "data", problems, rules())
+    sources = _sources(several, raw, problems) if has_sources else []
+    if checked is None or sources is None:
         return None
     data = DataConfig(**{**raw, "split": SplitConfig(**raw.get("split") or {}),
                          "corrections": CorrectionsConfig(**raw.get("corrections") or {}),
                          "near_copies": NearCopyConfig(**raw.get("near_copies") or {})})
     if data_path:
         try:
-            data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None)
+            data = dataclasses.replace(data, path=data_path, source=detect_source(data_path), name=None, sources=[])
         except ConfigError as exc:
             problems.add(f"--data: {exc}")
             return None
+    elif sources:
+        data.sources = sources
+        data.source = "+".join(dict.fromkeys(s.source or "" for s in sources))  # the datasets row's kind
+        if data.split.mode == "none" and any(s.splits and "test" not in s.splits for s in sources):
+            problems.add("data.sources: a source limited to splits without test cannot be used with "
+                         "data.split.mode 'none' (every image is test)")
     data.path = _expand(data.path)
     if data.path and "$" in data.path:
         problems.add(f"data.path {data.path!r} names an environment variable that is not set; "
                      "set it to the dataset folder or pass --data PATH")
-    if data.source != "demo" and not data.path:
+    if data.source != "demo" and not data.path and not data.sources:
         problems.add(f"data.path is required for source {data.source!r}")
     if data.crop > data.resize:
         problems.add(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
     _check_subset(data, problems)
     _check_split(data.split, problems)
     return data
+
+
+def _sources(raw: Any, data: dict, problems: Problems) -> list[SourceConfig] | None:
+    """`data.sources`, each entry checked and resolved (path expanded and present, kind recognised, name given,
+    `splits` None when it names all three), before any image is read; None when any is unusable."""
+    if not isinstance(raw, list) or not raw:
+        problems.add(f"data.sources must be a non-empty list of mappings (path, and optionally source, name, splits), "
+                     f"got {show(raw)}")
+        return None
+    for key in ("path", "source", "subset"):
+        if key in data:
+            problems.add(f"data.{key} and data.sources both given: with several sources, give each its path and kind "
+                         f"in its entry (data.sources[i].path, .source)" if key != "subset" else
+                         "data.subset only applies to a single historic_art source, not to data.sources")
+    from pipeline.data.sources import SOURCES, recognise  # local: reading a config never loads the readers
+
+    ok = not any(key in data for key in ("path", "source", "subset"))
+    out: list[SourceConfig] = []
+    names: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        where = f"data.sources[{i}]"
+        if check_fields(SourceConfig, entry, where, problems, rules()) is None:
+            ok = False
+            continue
+        src = SourceConfig(**entry)
+        src.path = _expand(src.path) or ""
+        path = Path(src.path)
+        generated = src.source is not None and SOURCES[src.source].generated
+        if "$" in src.path:
+            problems.add(f"{where}.path {src.path!r} names an environment variable that is not set")
+            ok = False
+        elif not generated and not path.exists():
+            problems.add(f"{where}.path {src.path} does not exist")
+            ok = False
+        else:
+            try:
+                src.source = src.source or recognise(path)
+            except ConfigError as exc:
+                problems.add(f"{where}.path: {exc}; give its kind as {where}.source")
+                ok = False
+        src.name = src.name or path.name or f"source{i}"
+        if src.name in names:
+            problems.add(f"{where}.name {src.name!r} is also the name of {names[src.name]}; give one of them a `name`")
+            ok = False
+        names[src.name] = where
+        if src.splits is not None and set(src.splits) == {"train", "val", "test"}:
+            src.splits = None  # every split: the same as leaving it out (and the same dataset id)
+        out.append(src)
+    return out if ok else None
 
 
 def _check_subset(data: DataConfig, problems: Problems) -> None:

@@ -420,7 +420,8 @@ def write_dataset(path: str | Path, data) -> list[str]:
     no run depends on (thumbnails, titles, skips); other versions stay as runs saw them. Older versions of the
     same config that no run and no annotation points at any more are dropped; returns their ids."""
     columns = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height"]
-    images = data.images[[*columns, "thumbnail"]].copy()
+    source = ["source"] if "source" in data.images.columns else []  # its collection (data.sources); None for one
+    images = data.images[[*columns, "thumbnail", *source]].copy()
     images.insert(0, "dataset_id", data.dataset_id)
     skipped = data.skipped[["path", "row", "reason", "stage"]].copy()
     skipped.insert(0, "dataset_id", data.dataset_id)

@@ -59,3 +59,22 @@ def deduplicate(df: pd.DataFrame, label_col: str = "period") -> tuple[pd.DataFra
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
     report["conflict"] = report["conflict"].astype(bool)
     return kept, skipped, report
+
+
+def cross_source_copies(df: pd.DataFrame, priority: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A painting in several sources is kept in one: the first of `priority` (source names: those that may go to
+    every split first, then as listed) that holds it; the other sources' copies are set aside.
+
+    Returns (kept, copies): copies are the set-aside rows with `kept_as` (the image id kept) and `kept_in` (its
+    source), so the skip report can say where the painting went once splits are known. Copies inside one source
+    are left to `deduplicate`, as with a single source.
+    """
+    rank = df["source"].map({name: i for i, name in enumerate(priority)})
+    best = rank.groupby(df["content_hash"]).transform("min")
+    copy = rank > best
+    winners = df[~copy & (rank == best)].sort_values("image_id").drop_duplicates("content_hash")
+    copies = df[copy].copy()
+    kept_as = winners.set_index("content_hash")
+    copies["kept_as"] = copies["content_hash"].map(kept_as["image_id"])
+    copies["kept_in"] = copies["content_hash"].map(kept_as["source"])
+    return df[~copy], copies

@@ -26,16 +26,16 @@ import pandas as pd
 from pipeline.config import DEFAULT_SHARED, ConfigError, DataConfig
 from pipeline.data.cache import load_or_build
 from pipeline.data.corrections import apply_corrections
-from pipeline.data.dedup import content_hash, deduplicate
+from pipeline.data.dedup import content_hash, cross_source_copies, deduplicate
 from pipeline.data.images import file_problem
 from pipeline.data.near_copies import COLUMNS as NEAR_COLUMNS
 from pipeline.data.near_copies import MODEL_DETECTORS, LinkFinder, find_near_copies
 from pipeline.data.sources import KNOWN_ORDERS, SOURCES
-from pipeline.data.splits import assign_splits
+from pipeline.data.splits import assign_source_splits, assign_splits
 from pipeline.data.tables import SourceTable, keep_known_periods, skip
 
 IMAGE_COLUMNS = ["image_id", "path", "period", "artist", "title", "date", "split", "content_hash", "width", "height",
-                 "cache_index", "thumbnail"]
+                 "cache_index", "thumbnail", "source"]  # source: the collection's name with data.sources, else None
 SKIPPED_COLUMNS = ["path", "row", "reason", "stage"]
 VERSION_COLUMNS = ["image_id", "content_hash", "period", "artist", "split"]  # what a run trains and is scored on
 _KIND = re.compile(r":| \(")  # a reason's kind is the text before its details
@@ -79,6 +79,7 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str 
     df = df[df["content_hash"].notna()]
     df, correction_skips, applied = apply_corrections(df, cfg.corrections, store)
     skipped += correction_skips
+    df, copies = cross_source_copies(df, source_priority(cfg)) if cfg.sources else (df, df.iloc[:0])
 
     df, dup_skips, duplicates = deduplicate(df)
     skipped += dup_skips
@@ -95,7 +96,11 @@ def prepare(cfg: DataConfig, cache_dir: Path, progress: bool = True, store: str 
 
     near, near_seconds = _near_copies(df, cache.pixels, cfg, similar)
     df["near_group"] = df["image_id"].astype(str).map(near.set_index("image_id")["group_id"])
-    df, split_skips = assign_splits(df, cfg.split)
+    if cfg.sources:
+        df, split_skips = assign_source_splits(df, cfg.split, {s.name or "": s.splits for s in cfg.sources})
+        skipped += _copy_skips(copies, df)
+    else:
+        df, split_skips = assign_splits(df, cfg.split)
     skipped += split_skips
     near = near[near["image_id"].isin(df["image_id"].astype(str))].reset_index(drop=True)
     if df.empty:
@@ -140,22 +145,68 @@ def _near_copies(df: pd.DataFrame, pixels: np.ndarray, cfg: DataConfig, similar:
 
 
 def load_source(cfg: DataConfig, work_dir: Path) -> SourceTable:
-    """Read the configured source through the registry; `work_dir` is where a generated (demo) set is written."""
-    source = SOURCES.get(cfg.source)
-    if source is None:
-        raise ConfigError(f"unknown data source {cfg.source!r}; use one of {', '.join(SOURCES)}")
-    if source.generated:
-        path = Path(cfg.path) if cfg.path else Path(work_dir) / cfg.source
+    """Read the configured source(s) through the registry into one table with a `source` column (the collection's
+    name with `data.sources`, else None); `work_dir` is where a generated (demo) set is written."""
+    if cfg.sources:
+        table = _load_sources(cfg, work_dir)
     else:
-        if not cfg.path:
-            raise ConfigError(f"data.path is required for source {cfg.source!r}")
-        path = Path(cfg.path).expanduser()
-        if not path.exists():
-            raise ConfigError(f"data path {path} does not exist (source {cfg.source!r})")
-    table = source.read(path, cfg.subset, shared_dir())
+        table = _read(cfg.source, cfg.path, cfg.subset, work_dir)
+        table.images["source"] = None
     if cfg.period_order:
         table = keep_known_periods(table, list(cfg.period_order))
     return table
+
+
+def _read(kind: str, where: str | None, subset: str | None, work_dir: Path) -> SourceTable:
+    source = SOURCES.get(kind)
+    if source is None:
+        raise ConfigError(f"unknown data source {kind!r}; use one of {', '.join(SOURCES)}")
+    if source.generated:
+        path = Path(where) if where else Path(work_dir) / kind
+    else:
+        if not where:
+            raise ConfigError(f"data.path is required for source {kind!r}")
+        path = Path(where).expanduser()
+        if not path.exists():
+            raise ConfigError(f"data path {path} does not exist (source {kind!r})")
+    return source.read(path, subset, shared_dir())
+
+
+def source_priority(cfg: DataConfig) -> list[str]:
+    """Source names in the order a painting found in several is kept: those that may go to every split first
+    (so the main collection's own test split stays as it is alone), then as listed."""
+    ranked = sorted(range(len(cfg.sources)), key=lambda i: (cfg.sources[i].splits is not None, i))
+    return [cfg.sources[i].name or "" for i in ranked]
+
+
+def _load_sources(cfg: DataConfig, work_dir: Path) -> SourceTable:
+    """Every source's table, stacked; an image id another source already has gets this source's name in front
+    (`<name>/<id>`), sources taken in `source_priority` order so the main collection's ids never change."""
+    tables: dict[str, pd.DataFrame] = {}
+    skipped: list[dict] = []
+    synthetic, taken = False, set[str]()
+    by_name = {s.name: s for s in cfg.sources}
+    for name in source_priority(cfg):
+        spec = by_name[name]
+        table = _read(spec.source or "", spec.path, None, work_dir / name)
+        images = table.images.copy()
+        clash = images["image_id"].isin(taken)
+        images.loc[clash, "image_id"] = name + "/" + images.loc[clash, "image_id"].astype(str)
+        taken |= set(images["image_id"])
+        images["source"] = name
+        tables[name] = images
+        skipped += table.skipped
+        synthetic = synthetic or table.synthetic
+    images = pd.concat([tables[s.name or ""] for s in cfg.sources], ignore_index=True)
+    return SourceTable(images, skipped, synthetic)
+
+
+def _copy_skips(copies: pd.DataFrame, kept: pd.DataFrame) -> list[dict]:
+    """Skip rows for the copies set aside across sources, saying which split the kept painting went to."""
+    where = kept.set_index("image_id")["split"]
+    return [skip(r.path, _row(r.row), f"copy of a {where[r.kept_as]} image in {r.kept_in}" if r.kept_as in where
+                 else f"copy of an image in {r.kept_in} (not kept there either)", "duplicate")
+            for r in copies.itertuples(index=False)]
 
 
 def shared_dir() -> Path:
@@ -214,6 +265,10 @@ def summary(data: PreparedData) -> str:
         f"{len(data.artists)} artists (train {splits.get('train', 0)} / val {splits.get('val', 0)} / "
         f"test {splits.get('test', 0)}); decoded {data.decoded} (0 = cache reused)"
     ]
+    if data.images["source"].notna().any():
+        per = data.images.groupby(["source", "split"]).size().unstack(fill_value=0)
+        lines += [f"  source {name}: {int(row.sum())} images (" + " / ".join(
+            f"{s} {int(row.get(s, 0))}" for s in ("train", "val", "test")) + ")" for name, row in per.iterrows()]
     if len(data.duplicates):
         groups = data.duplicates.groupby("content_hash")["conflict"].first()
         lines.append(f"exact duplicates: {len(groups)} groups of identical files, {int(groups.sum())} with "
@@ -255,6 +310,8 @@ def _hash_one(path: str) -> tuple[str | None, str | None]:
 
 
 def _source_id(cfg: DataConfig) -> str:
+    if cfg.sources:
+        return "+".join(f"{s.source}|{Path(s.path).expanduser().resolve()}|{s.name}" for s in cfg.sources)
     where = str(Path(cfg.path).expanduser().resolve()) if cfg.path else "generated"
     return f"{cfg.source}|{where}|{cfg.subset}"
 

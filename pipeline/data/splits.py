@@ -15,11 +15,19 @@ class is its majority label (ties: alphabetical). The result depends only on the
 the seed, not on their order.
 
 Mode 'none' puts every row in test: a collection a stored run is only evaluated on.
+
+With several sources (`assign_source_splits`), the sources that may go to every split are split as above as if
+they were alone, so their test split is the one they have by themselves; a source limited to some splits (a
+`[train, val]` collection that only adds training data) then fills those splits by the same shares renormalised.
+Its images that are near-copies (or, artist-disjoint, works of a painter) of an already placed image follow that
+image's split, or are dropped when their source may not go there (a copy of a test image never trains).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +76,71 @@ def assign_splits(
     df = df[df["_group"].isin(assignment)].copy()
     df["split"] = df["_group"].map(assignment)
     return df.drop(columns="_group"), skipped
+
+
+def assign_source_splits(
+    df: pd.DataFrame, split: SplitConfig, allowed: Mapping[str, Sequence[str] | None], label_col: str = "period"
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Splits of a dataset with a `source` column: `allowed` maps a source to the splits it may go to (None: all).
+
+    The unrestricted sources are split by `assign_splits` alone; a restricted image linked (near-copy, or painter
+    when artist-disjoint) to one of theirs follows it or is dropped; the other restricted groups are placed in the
+    splits every member may go to, by the configured shares renormalised over those splits, seeded."""
+    _check(split)
+    free = df["source"].map(lambda s: allowed.get(s) is None).astype(bool)
+    placed, skipped = assign_splits(df[free], split, label_col)
+    rest = df[~free]
+    if rest.empty:
+        return placed, skipped
+    both = pd.concat([placed, rest.assign(split=None)], ignore_index=True)
+    group = _groups(both, split.artist_disjoint)
+    is_rest = both.index >= len(placed)
+    main_split = both[~is_rest].groupby(group[~is_rest])["split"].agg(lambda s: "test" if "test" in set(s) else
+                                                                     sorted(set(s))[0])
+    main_source = both[~is_rest].groupby(group[~is_rest])["source"].first()
+    rest = both[is_rest].copy()
+    rest["link"] = group[is_rest]
+    rest["split"] = rest["link"].map(main_split)
+    may = rest["source"].map(lambda s: tuple(allowed[s] or SPLITS))
+    follows = rest["split"].notna()
+    barred = follows & ~pd.Series([s in m for s, m in zip(rest["split"], may, strict=True)], index=rest.index)
+    for r in rest[barred].itertuples(index=False):
+        how = "near-copy or work of the same painter" if split.artist_disjoint else "near-copy"
+        skipped.append({"path": r.path, "row": getattr(r, "row", None), "stage": "split",
+                        "reason": f"{how} of a {r.split} image in {main_source[r.link]}"})
+    out = [placed, rest[follows & ~barred]]
+    free_rows = rest[~follows]
+    where = free_rows.groupby("link")["source"].transform(
+        lambda names: ",".join(s for s in SPLITS if all(s in (allowed[n] or SPLITS) for n in names)))
+    for splits, rows in free_rows.groupby(where):
+        if not splits:
+            skipped.extend({"path": r.path, "row": getattr(r, "row", None), "stage": "split",
+                            "reason": "copies in sources with no split in common"} for r in rows.itertuples())
+            continue
+        got, small = _place(rows.drop(columns=["link", "split"]), split, splits.split(","), label_col)
+        out.append(got)
+        skipped += small
+    result = pd.concat(out, ignore_index=True).drop(columns="link", errors="ignore")
+    return result, skipped
+
+
+def _place(df: pd.DataFrame, split: SplitConfig, splits: list[str], label_col: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows that may go to `splits` only: the configured shares renormalised over them (counts: the same counts),
+    the first of train/val that is allowed taking the rest."""
+    if len(splits) == 1:
+        return df.assign(split=splits[0]), []
+    fill = "train" if "train" in splits else "val"
+    held = [s for s in splits if s != fill]
+    if split.mode == "fractions":
+        share = {"train": 1 - split.val - split.test, "val": split.val, "test": split.test}
+        total = sum(share[s] for s in splits)
+        amount = {s: share[s] / total for s in held}
+    else:
+        amount = {s: float(getattr(split, s)) for s in held}
+    cfg = dataclasses.replace(split, val=amount.get("val", 0.0), test=amount.get("test", 0.0))
+    placed, skipped = assign_splits(df, cfg, label_col)
+    placed["split"] = placed["split"].replace({"train": fill})
+    return placed, skipped
 
 
 def _check(split: SplitConfig) -> None:
