@@ -38,7 +38,7 @@ class MergeError(store.StoreError):
 
 @dataclass
 class MergeReport:
-    """What a merge did, per source: runs added, replaced and skipped (already here), annotations and slices added."""
+    """What a merge did: runs added, replaced and skipped (already here); datasets, annotations and slices added."""
 
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
@@ -54,9 +54,9 @@ class MergeReport:
 
 
 def merge(target: str | Path, sources: list[str | Path], force: bool = False,
-          say: Callable[[str], None] = print) -> MergeReport:
+          say: Callable[[str], None] | None = None) -> MergeReport:
     """Copy every run of `sources` into the store at `target` (see the module's docstring); one line per run."""
-    target = Path(target)
+    target, say = Path(target), say or progress
     checked = [check_source(Path(s), target) for s in sources]  # all of them, before any work
     store.check_store(target, writing=True)
     check_datasets(target, checked)
@@ -73,6 +73,11 @@ def merge(target: str | Path, sources: list[str | Path], force: bool = False,
             finally:
                 con.execute(f"DETACH {SOURCE}")
     return report
+
+
+def progress(line: str) -> None:
+    """One line per run, at once (a cluster job's log is a pipe: buffered, it would show nothing until the end)."""
+    print(line, flush=True)
 
 
 def check_source(source: Path, target: Path) -> Path:

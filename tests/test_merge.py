@@ -197,8 +197,9 @@ CLUSTER = {
 
 
 def pipeline(*args: str) -> subprocess.Popen:
+    """`python -m pipeline ARGS` in a process of its own, its output read as it comes."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--quiet"], cwd=REPO_ROOT, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -216,11 +217,11 @@ def cluster(tmp_path_factory) -> dict[str, Path]:
     experiment = folder / "experiment.yaml"
     experiment.write_text(yaml.safe_dump(CLUSTER))
     names = [r["name"] for r in CLUSTER["runs"]]
-    jobs = [pipeline("run", str(experiment), "--only", name, "--store", str(folder / f"job-{name}.duckdb"))
+    jobs = [pipeline("run", str(experiment), "--only", name, "--store", str(folder / f"job-{name}.duckdb"), "--quiet")
             for name in names]
     for job in jobs:
         finish(job)
-    finish(pipeline("run", str(experiment), "--store", str(folder / "sequential.duckdb")))
+    finish(pipeline("run", str(experiment), "--store", str(folder / "sequential.duckdb"), "--quiet"))
     return {"folder": folder, "sequential": folder / "sequential.duckdb",
             **{name: folder / f"job-{name}.duckdb" for name in names}}
 
@@ -294,3 +295,24 @@ def test_force_replaces_a_run_with_the_sources_copy(cluster, capsys):
     assert main(["merge", str(job), "--store", str(target), "--force"]) == 0
     assert "merge-cluster/head: replaced" in capsys.readouterr().out
     assert run_rows(target, "merge-cluster/head") == run_rows(job, "merge-cluster/head")
+
+
+@pytest.mark.slow
+def test_a_merge_killed_after_its_first_run_leaves_whole_runs_only(cluster):
+    """SIGKILL once the first run is reported: whatever the store holds then is whole runs, nothing of a partial one
+    (DuckDB drops an uncommitted transaction when it opens the file again)."""
+    target = cluster["folder"] / "killed.duckdb"
+    merging = pipeline("merge", str(cluster["sequential"]), "--store", str(target))
+    assert merging.stdout is not None
+    first = merging.stdout.readline()
+    merging.kill()
+    merging.wait()
+    assert ": added, " in first, first
+    held = {r for (r,) in duckdb.connect(str(target), read_only=True).execute("SELECT run_id FROM runs").fetchall()}
+    assert first.split(":")[0] in held
+    for run_id in ["merge-cluster/head", "merge-cluster/head-seed", "merge-cluster/head-slow"]:
+        rows = run_rows(target, run_id)
+        if run_id in held:
+            assert rows == run_rows(cluster["sequential"], run_id), run_id
+        else:
+            assert all(r == [] for r in rows.values()), run_id
