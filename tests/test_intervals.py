@@ -157,3 +157,19 @@ def test_the_gallery_header_gives_each_score_and_the_experts_accuracy_its_interv
     assert "accuracy is 83% instead of 81% (95 % intervals 79–87% and 77–85%)" in page
     plain = render(a_gallery([tile("a.jpg", "Baroque", "Rococo")]))  # an export without intervals says none
     assert "95 % interval" not in plain and "<b>81%</b> of the time (accuracy);" in plain
+
+
+def test_a_run_stored_before_intervals_still_shows_its_accuracy_with_wilsons():
+    from dashboard.queries.runs import with_wilson_fallback
+    from dashboard.text import with_interval
+
+    nan = float("nan")
+    table = pd.DataFrame({"test_accuracy": [0.81, 0.5], "test_accuracy_low": [nan, 0.4],
+                          "test_accuracy_high": [nan, 0.6], "test_top2_accuracy": [nan, nan],
+                          "test_top2_accuracy_low": [nan, nan],
+                          "test_top2_accuracy_high": [nan, nan], "test_n": [100.0, 100.0]})
+    filled = with_wilson_fallback(table)
+    assert (filled.loc[0, "test_accuracy_low"], filled.loc[0, "test_accuracy_high"]) == pytest.approx(wilson(81, 100))
+    assert (filled.loc[1, "test_accuracy_low"], filled.loc[1, "test_accuracy_high"]) == (0.4, 0.6)  # stored: kept
+    assert with_interval(0.81, *wilson(81, 100)) == "0.810\u00a0±\u00a00.088"  # the wider (lower) side of 0.722–0.875
+    assert with_interval(0.81, None, None) == "0.810" and with_interval(None, 0.1, 0.2) == ""
