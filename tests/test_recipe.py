@@ -58,6 +58,23 @@ def test_random_crops_vary_in_place_and_scale():
     assert all(not torch.allclose(crops[0], c) for c in crops[1:])
 
 
+def painting_crops(pixels: torch.Tensor, place: str, crop: int) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] → each painting's square crop (0.8 of its shorter side, inside its black padding) at a
+    corner or its middle, resized to crop x crop: the test-time crops, made here by hand."""
+    out = []
+    for img in pixels:
+        lit = (img.amax(0) > CONTENT_LEVEL / 255).numpy()
+        rows, cols = np.flatnonzero(lit.any(1)), np.flatnonzero(lit.any(0))
+        top0, bottom, left0, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        side = int(round(0.8 * min(bottom - top0, right - left0)))
+        top = {"top": top0, "bottom": bottom - side}.get(place.split("-")[0], top0 + (bottom - top0 - side) // 2)
+        left = {"left": left0, "right": right - side}.get(place.split("-")[-1], left0 + (right - left0 - side) // 2)
+        patch = img[None, :, top : top + side, left : left + side]
+        out.append(torch.nn.functional.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False,
+                                                   antialias=True)[0])
+    return torch.stack(out)
+
+
 @pytest.mark.slow
 def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     """TTA changes a prediction only through its declared views: its probabilities are the mean of the model's
@@ -71,9 +88,10 @@ def test_test_time_views_are_exactly_the_declared_ones(tiny_data):
     mean, std = result.transform.mean, result.transform.std
     pixels = torch.from_numpy(np.ascontiguousarray(tiny_data.pixels[rows])).permute(0, 3, 1, 2).float() / 255
     size, crop = pixels.shape[-1], result.transform.crop
-    c, e = (size - crop) // 2, size - crop
+    c = (size - crop) // 2
     by_hand = [pixels[..., c : c + crop, c : c + crop], pixels[..., c : c + crop, c : c + crop].flip(-1),
-               pixels[..., :crop, :crop], pixels[..., :crop, e:], pixels[..., e:, :crop], pixels[..., e:, e:]]
+               *[painting_crops(pixels, place, crop) for place in ("top-left", "top-right", "bottom-left",
+                                                                    "bottom-right", "middle")]]
     assert len(by_hand) == len(tta_views(run.augment.tta))
     with torch.inference_mode():
         probs = [torch.softmax(model((v - mean) / std)["period"], 1).numpy() for v in by_hand]

@@ -66,12 +66,16 @@ def reference_transform(
 
 
 CONTENT_LEVEL = 8  # a row or column of the padded square with no channel above this is a black bar
+TTA_CROPS = ("top-left", "top-right", "bottom-left", "bottom-right", "middle")  # `tta: [crops]`, inside the painting
+TTA_CROP_SCALE = 0.8  # a test-time crop's side, as a share of the painting's shorter side
 
 
 class BatchTransform(torch.nn.Module):
     """uint8 (B, H, W, 3) cached squares → normalised float (B, 3, crop, crop).
 
-    Evaluation: centre crop as torchvision's CenterCrop does it, or one of the test-time `views`.
+    Evaluation: centre crop as torchvision's CenterCrop does it, or one of the test-time `views`: its mirror, or a
+    square crop of the painting itself (found inside its padding; side 0.8 of its shorter side) at one of its four
+    corners or its middle, resized to `crop`: never a view of bars, nor the centre view again when resize = crop.
     Training: with `crop_scale`, a random resized crop (area share in [min, max], aspect 3/4–4/3) of the
     painting itself, found inside its black padding, so no crop is bars only and colour and brushwork are
     kept (no colour jitter); with `hflip`, each image is mirrored with probability 1/2.
@@ -93,8 +97,11 @@ class BatchTransform(torch.nn.Module):
         if train and self.crop_scale:
             lo, hi = self.crop_scale
             x = torch.stack([self._random_crop(img, lo, hi) for img in x.permute(0, 3, 1, 2).float().div_(255.0)])
+        elif view.removesuffix("-flip") in TTA_CROPS:
+            place = view.removesuffix("-flip")
+            x = torch.stack([self._painting_crop(img, place) for img in x.permute(0, 3, 1, 2).float().div_(255.0)])
         else:
-            x = self._fixed_crop(x, view).permute(0, 3, 1, 2).float().div_(255.0)
+            x = self._fixed_crop(x).permute(0, 3, 1, 2).float().div_(255.0)
         if train and self.hflip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -103,19 +110,26 @@ class BatchTransform(torch.nn.Module):
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return ((x - mean) / std).contiguous()
 
-    def _fixed_crop(self, x: torch.Tensor, view: str) -> torch.Tensor:
-        """The centre crop, or a corner one ("top-left", ...; the test-time crops), of (B, H, W, 3)."""
+    def _fixed_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The centre crop of (B, H, W, 3), as torchvision's CenterCrop places it."""
         _, h, w, _ = x.shape
         top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-        if view.startswith("top"):
-            top = 0
-        if view.startswith("bottom"):
-            top = h - self.crop
-        if "left" in view:
-            left = 0
-        if "right" in view:
-            left = w - self.crop
         return x[:, top : top + self.crop, left : left + self.crop, :]
+
+    def _painting_crop(self, img: torch.Tensor, place: str) -> torch.Tensor:
+        """(3, H, W) in [0, 1] → the square test-time crop of the painting inside the padding at `place` (a corner
+        or "middle"), side TTA_CROP_SCALE of its shorter side, resized to (3, crop, crop)."""
+        top0, bottom, left0, right = content_box(img)
+        side = max(1, int(round(TTA_CROP_SCALE * min(bottom - top0, right - left0))))
+        top = top0 if place.startswith("top") else bottom - side if place.startswith("bottom") else (
+            top0 + (bottom - top0 - side) // 2)
+        left = left0 if place.endswith("left") else right - side if place.endswith("right") else (
+            left0 + (right - left0 - side) // 2)
+        patch = img[None, :, top : top + side, left : left + side]
+        if side == self.crop:
+            return patch[0]
+        return F.interpolate(patch, size=(self.crop, self.crop), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
 
     def _random_crop(self, img: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         """(3, H, W) in [0, 1] → a random resized crop (area share in [lo, hi]) of the painting inside the padding,
@@ -143,10 +157,11 @@ def content_box(img: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def tta_views(tta: Sequence[str]) -> list[str]:
-    """The views a test-time-augmented prediction averages: the centre crop, its mirror, the four corners."""
+    """The views a test-time-augmented prediction averages: the centre crop, its mirror, five crops of the painting
+    (its four corners and its middle)."""
     views = ["centre"]
     if "flip" in tta:
         views.append("centre-flip")
     if "crops" in tta:
-        views += ["top-left", "top-right", "bottom-left", "bottom-right"]
+        views += list(TTA_CROPS)
     return views
