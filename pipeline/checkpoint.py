@@ -155,7 +155,6 @@ class Ensemble:
 
     members: dict[str, SavedModel]
     run_id: str = ""
-    temperatures: dict[str, float] = field(default_factory=dict)  # the ensemble's own, on its members' mean
 
     def __post_init__(self) -> None:
         first, *rest = self.members.values()
@@ -180,11 +179,12 @@ class Ensemble:
     def predict(self, pixels: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device,
                 progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Members' centre embeddings side by side; logits = log of the members' mean probability (so softmax
-        gives the mean), exactly as run_ensemble computes them from the members' stored probabilities."""
-        outputs = [m.predict(pixels, rows, batch_size, device, progress) for m in self.members.values()]
-        embeddings = np.concatenate([emb for emb, _ in outputs], axis=1)
-        return embeddings, {task: mean_logits([softmax(logits[task].astype(np.float64)) for _, logits in outputs])
-                            for task in self.labels}
+        gives the mean), exactly as run_ensemble computes them from the members' stored probabilities (each member's
+        calibrated by its own temperature, as it stored them)."""
+        outputs = [(m, m.predict(pixels, rows, batch_size, device, progress)) for m in self.members.values()]
+        embeddings = np.concatenate([emb for _, (emb, _) in outputs], axis=1)
+        return embeddings, {task: mean_logits([softmax(logits[task].astype(np.float64) / m.temperatures.get(task, 1.0))
+                                               for m, (_, logits) in outputs]) for task in self.labels}
 
     def probabilities(self, square: np.ndarray) -> dict[str, np.ndarray]:
         """Per task, the members' mean probabilities of one padded+resized uint8 square, as the run stored them."""
@@ -204,10 +204,12 @@ def mean_logits(probabilities: list[np.ndarray]) -> np.ndarray:
 
 
 def _probabilities(model: Model, square: np.ndarray) -> dict[str, np.ndarray]:
-    """Calibrated as the run stored them: softmax(logits / T) for a task with a temperature (predict() gives the
-    logits before scaling, which evaluation and collection evaluation scale themselves)."""
+    """Calibrated as the run stored them: softmax(logits / T) for a task with a temperature (a trained run's
+    predict() gives the logits before scaling, which evaluation scales itself; an ensemble's are its calibrated
+    members' mean already)."""
     _, logits = model.predict(square[None], np.zeros(1, dtype=np.int64), 1, torch.device("cpu"), progress=False)
-    return {task: softmax(v.astype(np.float64) / model.temperatures.get(task, 1.0))[0] for task, v in logits.items()}
+    scale = model.temperatures if isinstance(model, SavedModel) else {}
+    return {task: softmax(v.astype(np.float64) / scale.get(task, 1.0))[0] for task, v in logits.items()}
 
 
 def members_of(settings: dict) -> list[str]:
@@ -292,13 +294,11 @@ def for_run(store_path: str | Path, row: dict) -> Model:
         raise ConfigError(f"checkpoint of {run_id} is {why}; `python -m pipeline run` on its experiment trains "
                           "such runs again")
     ckpt = load(path)
-    temperatures = {str(t): float(v) for t, v in (summary.get("temperatures") or {}).items()}  # calibration's
     if ckpt.get("kind") == ENSEMBLE:
-        ensemble = _ensemble(store_path, row, {m["run_id"]: m.get("token") for m in ckpt["members"]})
-        ensemble.temperatures = temperatures
-        return ensemble
+        return _ensemble(store_path, row, {m["run_id"]: m.get("token") for m in ckpt["members"]})
     saved = build(ckpt)
-    saved.run_id, saved.temperatures = run_id, temperatures
+    saved.run_id = run_id
+    saved.temperatures = {str(t): float(v) for t, v in (summary.get("temperatures") or {}).items()}  # calibration's
     return saved
 
 

@@ -584,8 +584,7 @@ class Written:
 
 
 RUN_KEYS = ("name", "ensemble")  # a run's own keys besides its settings
-# all an ensemble run may set: it trains nothing
-ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed", "calibrate")
+ENSEMBLE_KEYS = ("name", "ensemble", "projection", "seed")  # all an ensemble run may set: it trains nothing
 
 
 def _drop_legacy_ensemble(run: dict, name: str) -> None:

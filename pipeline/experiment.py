@@ -285,11 +285,10 @@ def run_summary(exp: Experiment, run: RunConfig, data: PreparedData, ev, started
 def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     """An ensemble as a run of its own: every image's probabilities are the mean of its members' stored ones
     (each member with its own test-time views), its embedding the members' embeddings side by side. Nothing is
-    retrained. The members' probabilities are those before their temperature scaling (raw_probs, what the members'
-    checkpoints predict), and the ensemble, a model of its own, gets its own temperature fitted on validation (when
-    it calibrates), so its checkpoint predicts as it stored. Its checkpoint names the members and their checkpoint
-    tokens (pipeline/checkpoint.py's Ensemble predicts as this stores), written like a trained run's: beside the old
-    one, moved in after the commit."""
+    retrained. A member's stored probabilities are its calibrated ones (when it was temperature-scaled), so the
+    ensemble averages calibrated members and fits no temperature of its own: its probabilities stay exactly the
+    members' mean. Its checkpoint names the members and their checkpoint tokens (pipeline/checkpoint.py's Ensemble
+    predicts as this stores), written like a trained run's: beside the old one, moved in after the commit."""
     started_at = datetime.now()
     run_id = exp.run_id(run)
     members = [f"{exp.name}/{m}" for m in run.ensemble]
@@ -301,10 +300,9 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
               for task in labels}
     embeddings = np.concatenate([e.loc[order].to_numpy().tolist() for e in member_runs.embeddings], axis=1)
     t0 = time.perf_counter()
-    notes = [f"ensemble: mean probability of {', '.join(members)}"]
-    fits = temperatures(run, run_id, logits, targets, list(labels), data, notes)  # its own, on that mean
     ev = score_outputs(run_id, data.images, targets, labels, embeddings.astype(np.float32), logits,
-                       run.loop.projection, run.loop.seed, fits)
+                       run.loop.projection, run.loop.seed)
+    note = f"ensemble: mean probability of {', '.join(members)}"
     tokens = store.run_checkpoints(exp.store)
     final = run_dir(exp, run) / "model.pt"
     token = uuid.uuid4().hex[:16]
@@ -314,11 +312,11 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
     summary = run_summary(exp, run, data, ev, started_at, {
         "device": "cpu", "train_seconds": member_runs.train_seconds, "eval_seconds": time.perf_counter() - t0,
         "epochs": 0, "best_epoch": None, "lr": None, "checkpoint": checkpoint.stored_path(exp.store, final),
-    }, notes)
+    }, [note])
     summary["summary"].update(checkpoint_token=token, checkpoint_origin=str(final.absolute()))
     store.write_run(exp.store, store.RunRecord(
         run=summary, labels=labels, epochs=pd.DataFrame(), predictions=ev.predictions, metrics=ev.metrics,
-        confusion=ev.confusion, embeddings=ev.embeddings, calibration=ev.calibration))
+        confusion=ev.confusion, embeddings=ev.embeddings))
     checkpoint.install(written, final)
     write_config(exp, run, data)
     print(one_line(summary, len(data.skipped)))

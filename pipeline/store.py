@@ -562,8 +562,7 @@ def load_members(path: str | Path, run_ids: list[str], dataset_id: str) -> Membe
             raise ConfigError(f"ensemble members {run_ids} do not share the same labels and tasks")
         probs, embeddings = [], []
         for r in run_ids:
-            pred = con.execute("SELECT image_id, task, coalesce(raw_probs, probs) AS probs FROM predictions "
-                               "WHERE run_id = ?", [r]).df()  # before a member's temperature scaling
+            pred = con.execute("SELECT image_id, task, probs FROM predictions WHERE run_id = ?", [r]).df()
             probs.append({task: g.set_index("image_id")["probs"] for task, g in pred.groupby("task")})
             emb = con.execute("SELECT image_id, vector FROM embeddings WHERE run_id = ?", [r]).df()
             embeddings.append(emb.set_index("image_id")["vector"])

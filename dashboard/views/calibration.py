@@ -93,8 +93,9 @@ if scaled:
     st.markdown(f"Expected calibration error on the **{md_escape(split)}** split: **{before:.3f} before scaling, "
                 f"{after:.3f} after** (15 bins; 0 means confidence matches accuracy).")
 else:
-    st.info("This run was not calibrated (made with `calibrate: false`, before temperature scaling existed, or "
-            "with too few validation images): its probabilities are shown as stored.")
+    st.info("This run was not calibrated: it has no temperature of its own (made with `calibrate: false`, before "
+            "temperature scaling existed, with too few validation images, or an ensemble, which averages its "
+            "members' calibrated probabilities). Its probabilities are shown as stored.")
     st.markdown(f"Expected calibration error on the **{md_escape(split)}** split: **{after:.3f}** "
                 "(15 bins; 0 means confidence matches accuracy).")
 
