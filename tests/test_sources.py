@@ -14,6 +14,7 @@ import pytest
 from pipeline.config import ConfigError, DataConfig, SourceConfig, SplitConfig, load_experiment
 from pipeline.data.prepare import prepare
 from pipeline.store import write_dataset
+from tests.conftest import copy_store, open_dashboard
 
 PER_STYLE = 24  # paintings per style and source: 7 styles x 24 x 2 sources, decoded at 32 px
 SPLIT = SplitConfig(mode="fractions", val=0.2, test=0.2, seed=0)
@@ -182,3 +183,18 @@ def test_sources_read_from_yaml_resolve_kind_name_and_splits(tmp_path: Path) -> 
                                                                       ("imagefolder", "more", ["train", "val"])]
     assert data.dataset_name == "main+more" and data.path is None and data.source == "imagefolder"
 
+
+
+@pytest.mark.slow  # the demo store (trained runs: the dashboard shows an empty store otherwise)
+def test_the_data_page_counts_images_per_source(sets: dict, demo_store: Path, tmp_path: Path, monkeypatch) -> None:
+    store = copy_store(demo_store, tmp_path)
+    both = sets["both"]
+    write_dataset(store, both)
+    at = open_dashboard(store, monkeypatch, "data.py", dataset=both.dataset_id)
+    n = both.images.groupby("source")["split"].value_counts().unstack(fill_value=0)
+    line = next(c.value for c in at.caption if c.value.startswith("From 2 sources"))
+    assert f"main {len(both.images[both.images['source'] == 'main'])} (train {n.loc['main', 'train']} · " in line
+    assert f"extra {n.loc['extra'].sum()} (train {n.loc['extra', 'train']} · val {n.loc['extra', 'val']} · test 0)" \
+        in line
+    single = open_dashboard(store, monkeypatch, "data.py")  # the demo's own dataset: one source, no such line
+    assert not any(c.value.startswith("From ") for c in single.caption)

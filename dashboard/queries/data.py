@@ -94,6 +94,15 @@ def members(dataset_id: str, group_keys: Sequence[tuple[str, str]]) -> pd.DataFr
                      ORDER BY m.source, m.group_id, i.split, m.image_id""", (dataset_id, keys))
 
 
+def sources(dataset_id: str) -> pd.DataFrame:
+    """Images per source and split of a dataset made of several collections (`data.sources`); none for one source
+    (its images' source is NULL)."""
+    return query("""SELECT source, count(*) AS images, count(*) FILTER (split = 'train') AS train,
+                           count(*) FILTER (split = 'val') AS val, count(*) FILTER (split = 'test') AS test
+                    FROM images WHERE dataset_id = ? AND source IS NOT NULL
+                    GROUP BY source ORDER BY images DESC, source""", (dataset_id,))
+
+
 def inspector_run(dataset_id: str) -> str | None:
     """The run whose Inspector opens a dataset's image: the best complete run trained on it."""
     df = query("""SELECT run_id FROM runs WHERE dataset_id = ? AND status = 'complete' AND evaluation_of IS NULL

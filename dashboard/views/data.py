@@ -104,6 +104,11 @@ st.caption(f"{md_escape(names.get(dataset_id) or dataset_id)}: {int(info['n_imag
            + (f"{excluded} group(s) of identical files with conflicting labels were excluded at preparation (see the "
               "skipped files on the Overview). " if excluded else "")
            + ("" if run_id else "No run was trained on this version, so images do not link to the Inspector."))
+parts = q.sources(dataset_id)
+if len(parts):
+    st.caption(f"From {len(parts)} sources: " + "; ".join(
+        f"{md_escape(r.source)} {r.images:,} (train {r.train:,} · val {r.val:,} · test {r.test:,})"
+        for r in parts.itertuples()) + ". A source limited to train and val is never tested on.")
 
 with st.sidebar:
     chosen_kinds = state.choose_many("Kind of match", q.kinds(dataset_id), "kind",
