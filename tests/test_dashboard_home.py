@@ -44,8 +44,11 @@ def shown_headers(table) -> list[str]:
 def test_overview_runs_table_in_words_with_kept_epoch_and_links(monkeypatch, demo_store):
     at = open_dashboard(demo_store, monkeypatch)
     table = at.dataframe[0]
+    artist = [f"artist {kind}" for kind in ("seen", "unseen")  # a column only where some run measured it
+              if sql(demo_store, "SELECT count(value) FROM metrics WHERE metric = ?",
+                     [f"accuracy_artist_{kind}"])[0][0]]
     assert shown_headers(table) == ["run", "model", "kept", "train min", "accuracy", "balanced", "macro-F1",
-                                    "adjacent", "maps", "errors", "curves", "compare"]
+                                    "adjacent", *artist, "maps", "errors", "curves", "compare"]
     rows = table.value.set_index("run_id")
     assert (rows["evaluation_of"] == "").all()  # blank, not None
     best, accuracy = best_by_sql(demo_store)
