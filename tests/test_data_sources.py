@@ -281,7 +281,8 @@ def historic_stand_in(shared: Path, root: Path) -> Path:
 
 def expected_order(data: DataConfig) -> list[str]:
     """The class order each config's data had: a wikiart-styles folder, or the source's own chronology."""
-    if data.source == "imagefolder" and data.path and Path(data.path).name == "wikiart-styles":
+    paths = [data.path] if data.path else [s.path for s in data.sources]  # several sources: wikiart-styles + extra
+    if data.source == "imagefolder" and paths and all(Path(p).name.startswith("wikiart-styles") for p in paths):
         return ORDERS["wikiart-styles"]
     return ORDERS[data.source]
 
