@@ -124,8 +124,8 @@ def paired_difference_from_counts(a_only: int, b_only: int, n: int, n_boot: int 
 
 
 def difference_words(diff: float, low: float, high: float, a: str = "A", b: str = "B", unit: str = "points") -> str:
-    """'B is 2.1 points better, 95 % interval −0.4 to 4.6: not distinguishable' (diff/low/high as fractions;
-    'distinguishable' only when the interval excludes 0)."""
+    """'B is 2.1 points better, 95 % interval of the difference −0.4 to 4.6 points: not distinguishable'
+    (diff/low/high as fractions; 'distinguishable' only when the interval excludes 0)."""
     if any(math.isnan(v) for v in (diff, low, high)):
         return f"{b} and {a} share no labelled images: no difference can be measured"
 
@@ -137,4 +137,4 @@ def difference_words(diff: float, low: float, high: float, a: str = "A", b: str 
     else:
         head = f"{b} is {abs(diff) * 100:.1f} {unit} {'better' if diff > 0 else 'worse'}"
     verdict = "distinguishable" if low > 0 or high < 0 else "not distinguishable"
-    return f"{head}, 95 % interval {pts(low)} to {pts(high)}: {verdict}"
+    return f"{head}, 95 % interval of the difference {pts(low)} to {pts(high)} {unit}: {verdict}"

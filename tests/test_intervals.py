@@ -80,9 +80,9 @@ def test_paired_difference_in_words():
     assert diff == pytest.approx(b.mean() - a.mean())
     assert 0 <= low <= diff <= high
     assert difference_words(0.021, -0.004, 0.046) == (
-        "B is 2.1 points better, 95 % interval −0.4 to 4.6: not distinguishable")
+        "B is 2.1 points better, 95 % interval of the difference −0.4 to 4.6 points: not distinguishable")
     assert difference_words(-0.05, -0.08, -0.02, a="run 1", b="run 2") == (
-        "run 2 is 5.0 points worse, 95 % interval −8.0 to −2.0: distinguishable")
+        "run 2 is 5.0 points worse, 95 % interval of the difference −8.0 to −2.0 points: distinguishable")
     assert difference_words(diff, low, high).endswith(": distinguishable") == (low > 0)
     # the multinomial shortcut draws what resampling the images draws: the same interval within noise
     by_index = bootstrap_interval(lambda d: d.mean(1), b.astype(float) - a.astype(float), n_boot=2000, seed=1)
