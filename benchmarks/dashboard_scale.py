@@ -119,6 +119,7 @@ def store_facts(path: Path) -> dict:
 
 
 def variants(f: dict) -> list[Variant]:
+    from dashboard.queries import calibration as qcal
     from dashboard.queries import compare as qc
     from dashboard.queries import curves as qcu
     from dashboard.queries import embedding as qe
@@ -258,6 +259,15 @@ def variants(f: dict) -> list[Variant]:
             return out
         return steps
 
+    def calibration(run: str, split: str) -> Callable[[], list[Step]]:
+        """The Calibration page: the run's temperatures, splits, tasks, stored ECEs and the diagram's bins."""
+        def steps() -> list[Step]:
+            return router + [("runs", qr.runs), ("temperatures", lambda: qcal.temperatures(run)),
+                             ("splits", lambda: qcal.splits(run)), ("tasks", lambda: qcal.tasks(run)),
+                             ("errors", lambda: qcal.errors(run, split, "period")),
+                             ("bins", lambda: qcal.bins(run, split, "period"))]
+        return steps
+
     def upload(run: str) -> Callable[[], list[Step]]:
         def steps() -> list[Step]:
             from pipeline.explain import load_run
@@ -306,6 +316,8 @@ def variants(f: dict) -> list[Variant]:
         Variant("slices", "default (finder, every slice)", {}, slices(A, "test", {}), change=False),
         Variant("slices", "a slice across every run", {"run": D, "within": slice_values},
                 slices(D, "test", qsl.parse_within(slice_values))),
+        Variant("calibration", "default (best run, test)", {}, calibration(A, "test"), change=False),
+        Variant("calibration", "another run, val", {"run": D, "split": "val"}, calibration(D, "val")),
         Variant("upload", "default (no file)", {}, upload(A), change=False),
     ]
 
