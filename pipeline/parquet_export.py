@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from pipeline import store
+from pipeline.data.cache import process_alive
 
 MANIFEST = "periodeye-export.json"
 PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # table names that are safe as folder names (all of Period Eye's)
@@ -95,18 +96,8 @@ def _remove_leftovers(out: Path) -> None:
         return
     for old in out.parent.glob(f".{out.name}.tmp-*"):
         pid = old.name.rpartition(".tmp-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _quote(path: Path) -> str:

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from dashboard.queries import query, store_path
-from dashboard.queries.reader import READER
-from dashboard.queries.verdicts import connect_retrying
+from dashboard.queries import query
+from dashboard.queries.verdicts import writing
 from pipeline import slices as writer
-from pipeline import store as pipeline_store
 from pipeline.annotations import CURRENT
 from pipeline.slices import SliceError
 
@@ -204,31 +202,19 @@ def parse_saved(text: object) -> dict[str, list[str]]:
     return parse_within([f"{d}:{v}" for d, values in value.items() if isinstance(values, list) for v in values])
 
 
-def _writing(write, path: str | Path | None = None):
-    """Run `write(con)` on a writer's connection, this process's readers stepping aside (as the Annotations page)."""
-    path = Path(path or store_path())
-    if not path.exists():
-        raise SliceError(f"No store at {path}: run `make artifacts` first.")
-    try:
-        with READER.paused(), connect_retrying(path, read_only=False) as con:
-            return write(con)
-    except pipeline_store.StoreLockedError as exc:
-        raise SliceError(f"The store is busy (the pipeline is writing it); try again shortly. ({exc})") from exc
-
-
 def save_slice(name: str, within: Mapping[str, Sequence[str]], author: str | None,
                path: str | Path | None = None) -> str:
     """Save the slice under a name; returns its id (for `?slice=`). Raises SliceError."""
     wanted = {d: list(v) for d, v in within.items() if d in DIMENSIONS and v}
     writer.checked_name(name)
     writer.checked_filter(wanted)
-    return _writing(lambda con: writer.save(con, name, wanted, author), path)
+    return writing(path, lambda con: writer.save(con, name, wanted, author), SliceError)
 
 
 def rename_slice(slice_id: str, name: str, path: str | Path | None = None) -> None:
     writer.checked_name(name)
-    _writing(lambda con: writer.rename(con, slice_id, name), path)
+    writing(path, lambda con: writer.rename(con, slice_id, name), SliceError)
 
 
 def delete_slice(slice_id: str, path: str | Path | None = None) -> None:
-    _writing(lambda con: writer.delete(con, slice_id), path)
+    writing(path, lambda con: writer.delete(con, slice_id), SliceError)

@@ -63,16 +63,17 @@ def connect_retrying(path: str | Path, read_only: bool, wait_seconds: float = 15
         yield con
 
 
-def _writing(path: str | Path | None, write):
-    """Run `write(con)` on a writer's connection to the store, this process's readers stepping aside."""
+def writing(path: str | Path | None, write, error: type[Exception] = AnnotationError):
+    """Run `write(con)` on a writer's connection to the store, this process's readers stepping aside; a missing or
+    busy store raises `error` with one line for the page (the Slices page writes the same way)."""
     path = Path(path or store_path())
     if not path.exists():
-        raise AnnotationError(f"No store at {path}: run `make artifacts` first.")
+        raise error(f"No store at {path}: run `make artifacts` first.")
     try:
         with READER.paused(), connect_retrying(path, read_only=False) as con:
             return write(con)
     except pipeline_store.StoreLockedError as exc:
-        raise AnnotationError(f"The store is busy (the pipeline is writing it); try again shortly. ({exc})") from exc
+        raise error(f"The store is busy (the pipeline is writing it); try again shortly. ({exc})") from exc
 
 
 def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict: str, note: str, author: str,
@@ -80,7 +81,7 @@ def save_annotation(dataset_id: str, image_id: str, run_id: str | None, verdict:
     """Store one verdict on an image (as seen by a run) and return its id; raises AnnotationError. A "label wrong"
     verdict may name the right period (one of the dataset's)."""
     writer.checked(verdict, note, author)  # before waiting for the store
-    return _writing(path, lambda con: writer.save(con, dataset_id, image_id, run_id, verdict, note, author,
+    return writing(path, lambda con: writer.save(con, dataset_id, image_id, run_id, verdict, note, author,
                                                   corrected_period))
 
 
@@ -88,18 +89,18 @@ def revise_annotation(annotation_id: str, verdict: str, note: str, author: str, 
                       corrected_period: str | None = None) -> str:
     """A new version of a current annotation; returns its id."""
     writer.checked(verdict, note, author)
-    return _writing(path, lambda con: writer.revise(con, annotation_id, verdict, note, author, corrected_period))
+    return writing(path, lambda con: writer.revise(con, annotation_id, verdict, note, author, corrected_period))
 
 
 def withdraw_annotation(annotation_id: str, author: str, path: str | Path | None = None) -> str:
     """Withdraw a current annotation (kept in its history); returns the withdrawal's id."""
-    return _writing(path, lambda con: writer.withdraw(con, annotation_id, author))
+    return writing(path, lambda con: writer.withdraw(con, annotation_id, author))
 
 
 def import_verdicts(data: bytes, path: str | Path | None = None) -> writer.ImportReport:
     """Bring an exported gallery's verdicts file into the store (pipeline.annotations.import_verdicts)."""
     writer.read_verdicts(data)  # a file that is not one fails before waiting for the store
-    return _writing(path, lambda con: writer.import_verdicts(con, data))
+    return writing(path, lambda con: writer.import_verdicts(con, data))
 
 
 def annotations_for(dataset_id: str, image_id: str) -> pd.DataFrame:

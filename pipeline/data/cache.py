@@ -249,11 +249,12 @@ def _remove_stale_temps(cache_dir: Path) -> None:
     """Delete temp files of builds whose process is gone (a killed build); live builds keep theirs."""
     for tmp in cache_dir.glob("*.tmp-*"):
         pid = tmp.name.rpartition(".tmp-")[2]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a temporary file named after a dead writer may be removed)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
