@@ -19,7 +19,8 @@ from pathlib import Path
 from benchmarks import common
 
 BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale",
-              "gallery_export", "near_copies", "nearest_neighbours")
+              "gallery_export", "near_copies", "nearest_neighbours", "full_workload")
+FULL_ONLY = ("full_workload",)  # the reference-full rehearsal (~30 min): `--full`, or named with --only
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     print(common.machine_line(info) + "\n", flush=True)
     payload: dict = {"mode": "quick" if quick else "full", "started": common.now(), "machine": info, "benchmarks": {}}
     summary: list[dict] = []
-    for name in args.only or BENCHMARKS:
+    for name in args.only or [b for b in BENCHMARKS if not quick or b not in FULL_ONLY]:
         print(f"## {name}\n", flush=True)
         first_table = len(common.TABLES)
         load_before = common.load()
