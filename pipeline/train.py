@@ -277,7 +277,9 @@ def frozen_features(run: RunConfig, model: PeriodClassifier, transform: BatchTra
     if path is not None and path.exists():
         notes.append(f"frozen-backbone features ({view}) reused from {path.name}")
         return np.load(path)
-    features, _ = forward_pass(model, transform, data.pixels, rows, run.loop.batch_size * 2, device, heads=False,
+    # At the run's own batch, as its uncached epochs pass the backbone: twice that doubled the freshly
+    # page-faulted activation memory per image on a CPU and ran at half their rate (BENCHMARKS.md, feature cache).
+    features, _ = forward_pass(model, transform, data.pixels, rows, run.loop.batch_size, device, heads=False,
                                desc=f"features (frozen backbone, {view})", progress=progress, view=view)
     if path is not None and is_global_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
