@@ -30,7 +30,7 @@ CONFIG = common.REPO / "configs" / "demo.yaml"
 STAGES = {  # (module, function) -> stage
     (experiment, "train"): "training",
     (experiment, "predict"): "evaluation",
-    (experiment, "evaluate"): "evaluation",
+    (experiment, "score_outputs"): "evaluation",
     (experiment, "attribute_run"): "attributions",
     (store, "write_run"): "store write",
 }
