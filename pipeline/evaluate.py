@@ -28,7 +28,7 @@ TSNE_THREADS = 4  # openTSNE's threads: its neighbour search and gradients scale
 def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """2-D map of the embeddings for the dashboard: t-SNE after PCA to 50 dims, or PCA alone (`pca`, or under
     10 images). The t-SNE is openTSNE's (FFT-accelerated gradients, approximate neighbours): at 33,600 images
-    it is several times faster than scikit-learn's Barnes-Hut with the same neighbourhoods kept (BENCHMARKS.md,
+    it is 2.9× faster than scikit-learn's Barnes-Hut with the same neighbourhoods kept (BENCHMARKS.md,
     "Store size and the 2-D map"). Seeded, so one seed gives one map."""
     from sklearn.decomposition import PCA
 
