@@ -89,7 +89,9 @@ def kept_epochs(run_ids: Sequence[str]) -> pd.DataFrame:
 def datasets() -> pd.DataFrame:
     """Every stored dataset version (a changed folder is a new one; runs keep theirs), newest first per name."""
     return query("""SELECT dataset_id, name, source, path, synthetic, periods, artists, n_images, n_skipped,
-                           n_duplicate_groups, n_conflicting_duplicates, created_at FROM datasets
+                           n_duplicate_groups, n_conflicting_duplicates, created_at,
+                           coalesce(json_extract_string(config, '$.split.artist_disjoint') = 'true', false)
+                               AS artist_disjoint FROM datasets
                     ORDER BY name, created_at DESC, dataset_id""")
 
 

@@ -68,22 +68,33 @@ if not pd.isna(best_row["test_accuracy"]):
 kept = kept_epochs(table["run_id"].tolist())
 by_id = data.drop_duplicates("dataset_id").set_index("dataset_id")
 order = sorted(table["trained_on"].unique(), key=lambda d: (bool(by_id["synthetic"].get(d, False)),
-                                                             str(by_id["name"].get(d, d))))
+                                                             str(by_id["name"].get(d, d)),
+                                                             bool(by_id["artist_disjoint"].get(d, False))))
 for dataset_id in order:  # real paintings first, then synthetic; each dataset's runs together
     group = table[table["trained_on"] == dataset_id]
     name = md_escape(by_id["name"].get(dataset_id, dataset_id))
     synthetic = bool(by_id["synthetic"].get(dataset_id, False))
     kind = "" if synthetic and "synthetic" in name else " · synthetic" if synthetic else " · real paintings"
-    st.markdown(f"##### {name}{kind} · {len(group)} run{'s' if len(group) != 1 else ''}")
+    apart = (" · artist-disjoint split (no test painter in training: period from style, not from painter)"
+             if by_id["artist_disjoint"].get(dataset_id, False) else "")
+    st.markdown(f"##### {name}{kind}{apart} · {len(group)} run{'s' if len(group) != 1 else ''}")
     shared = [f"{what} **{md_escape(group[column].iloc[0])}**" for what, column in
               (("experiment", "experiment"), ("backbone", "backbone")) if group[column].nunique() == 1]
     if shared:
         st.caption(f"Every run here: {', '.join(shared)}.")
     shown = run_rows(group, kept)
+    # Seen/unseen accuracies only where the test split has both kinds of painter: with one kind, that column is the
+    # accuracy again, and a line says which kind it is.
+    measured = {c: bool(group[m].notna().any()) if m in group else False for c, m in ARTIST_SHOWN.items()}
+    both = all(measured.values())
     columns = [c for c in SHOWN if (c != "evaluation_of" or shown["evaluation_of"].any())
-               and (c not in ARTIST_SHOWN or (table[ARTIST_SHOWN[c]].notna().any() if ARTIST_SHOWN[c] in table
-                                              else False))]  # artist columns only where some run measured them
+               and (c not in ARTIST_SHOWN or both)]
     st.dataframe(shown, hide_index=True, column_order=columns, column_config=COLUMNS)
+    if measured["artist_seen"] and not both:
+        st.caption("Every test painting's painter also has paintings in training: the model may recognise the "
+                   "painter rather than the period (an artist-disjoint split tells them apart).")
+    elif measured["artist_unseen"] and not both:
+        st.caption("No test painting's painter is in training: these scores are period from style alone.")
     note = kept_note(group.loc[group["evaluation_of"].isna(), "run_id"].tolist(), each=False)
     if note:
         st.caption(note)
