@@ -52,7 +52,8 @@ def test_compare_tab_stays_in_the_url_and_matrices_name_every_class(page, served
     cells = metrics.locator("[role='gridcell']").all_inner_texts()
     assert sum(bool(re.fullmatch(r"\d\.\d{3}\s±\s\d\.\d{3}", c)) for c in cells) >= 6, cells
     paired = page.get_by_text("paired bootstrap over the images")
-    assert re.search(r"95 % interval of the difference −?\d+\.\d to −?\d+\.\d points: (not )?distinguishable", paired.inner_text())
+    assert re.search(r"95 % interval of the difference −?\d+\.\d to −?\d+\.\d points: (not )?distinguishable",
+                     paired.inner_text())
     for index in (1, 2, 3):  # A's matrix, B's, their difference: every class on both axes
         assert chart_ticks(page, index, "x") == classes
         assert chart_ticks(page, index, "y") == classes
