@@ -58,7 +58,7 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature minimising the NLL of `logits` (n, C) on the labels `y` (class indices, all known)."""
-    from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]  # no stubs installed
+    from scipy.optimize import minimize_scalar
 
     result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))), method="bounded",
                              bounds=(np.log(BOUNDS[0]), np.log(BOUNDS[1])), options={"xatol": 1e-6})
