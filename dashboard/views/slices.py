@@ -63,7 +63,7 @@ def finder(run_id: str, split: str) -> None:
         return
     lines = ["| slice | accuracy (95 % interval) | gallery |", "|---|---|---|"]  # three columns: a phone's width
     for r in found.itertuples():
-        mark = f":red[**clearly worse**] by {r.gap:.2f}" if r.gap > 0 else "within noise"
+        mark = f":red[**clearly worse**] by {r.gap * 100:.1f} points" if r.gap > 0 else "within noise"
         link = gallery_link(run_id, split, {r.dimension: [r.value]})
         lines.append(f"| {md_escape(words(r.dimension))}: **{md_escape(r.value)}** · {mark} | {interval(r)} of "
                      f"{r.n:,} | [{r.errors:,} errors]({link}) |")
