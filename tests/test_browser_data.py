@@ -47,7 +47,7 @@ def add_copies(store) -> dict:
     with duckdb.connect(str(store)) as con:
         con.executemany("INSERT INTO near_copies VALUES (?, ?, ?, ?, ?)", [(dataset, *r) for r in rows])
         con.execute("""INSERT INTO images SELECT dataset_id, 'copy-of-' || image_id, path, period, artist, title, date,
-                       'test', content_hash, width, height, thumbnail FROM images
+                       'test', content_hash, width, height, thumbnail, source FROM images
                        WHERE dataset_id = ? AND image_id = ?""", [dataset, train[8][0]])
         con.executemany("INSERT INTO label_quality VALUES (?, ?, ?, ?, ?, ?, 5, now())",
                         [(dataset, train[3][0], train[3][1], 0.02, "Baroque", True),
