@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import images_rendered, open_page, shot, wait_for_app
 from tests.conftest import sql
@@ -25,7 +26,7 @@ def test_an_expert_saves_a_verdict_through_the_form(served, page):
     page.get_by_text("Saved: label wrong on").wait_for(timeout=30_000)
     stored = sql(served.store, "SELECT verdict, author FROM annotations WHERE note = ?", [note])
     assert stored == [("label wrong", "A. Historian")]
-    assert page.get_by_text("Notes on this painting").count() == 1  # the verdict is listed under the painting
+    expect(page.get_by_text("Notes on this painting")).to_have_count(1)  # listed under the painting (once drawn)
     shot(page, "annotations-saved")
 
 
