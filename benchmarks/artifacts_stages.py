@@ -58,14 +58,8 @@ class StageClock:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         patches = {**STAGES, (experiment, "run_one"): "run", (experiment, "prepare_data"): "data preparation (warm)"}
-        originals = {key: getattr(*key) for key in patches}
-        for (module, name), stage in patches.items():
-            setattr(module, name, self.wrap(originals[(module, name)], stage))
-        try:
+        with common.wrapped(patches, self.wrap):
             yield
-        finally:
-            for (module, name), fn in originals.items():
-                setattr(module, name, fn)
 
 
 def stored_timings(path: str) -> dict[str, dict]:

@@ -190,14 +190,8 @@ class Clock:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        originals = {key: getattr(*key) for key in self.PATCHES}
-        for (module, name), stage in self.PATCHES.items():
-            setattr(module, name, self.wrap(originals[(module, name)], stage))
-        try:
+        with common.wrapped(self.PATCHES, self.wrap):
             yield
-        finally:
-            for (module, name), fn in originals.items():
-                setattr(module, name, fn)
 
     def stages(self) -> dict[str, float]:
         """Exclusive seconds: the feature pass out of training, the 2-D map out of evaluation."""
