@@ -14,6 +14,7 @@ import os
 import sys
 
 from pipeline.config import REPO_ROOT, ConfigError, load_experiment
+from pipeline.cpu_memory import keep_freed_memory
 from pipeline.store import StoreError, StoreLockedError, check_store
 
 DEFAULT_EXPERIMENT = REPO_ROOT / "configs" / "demo.yaml"
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `periodeye` console script and `python -m pipeline`: the exit status."""
     prog = "periodeye" if os.path.basename(sys.argv[0]) == "periodeye" else "python -m pipeline"
     args = build_parser(prog).parse_args(argv)
+    keep_freed_memory()  # before torch allocates: CPU batches stop page-faulting (pipeline/cpu_memory.py)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, StoreError, StoreLockedError) as exc:

@@ -153,7 +153,7 @@ def evaluate_collection(store_path: str | Path, run_id: str, data_path: str, nam
     images = matched.images
     device = pick_device(parent.settings.get("accelerator", "auto"))
     embeddings, logits = parent.model.predict(data.pixels, images["cache_index"].to_numpy(),
-                                              int(parent.settings.get("batch_size", 32)) * 2, device, progress)
+                                              int(parent.settings.get("batch_size", 32)), device, progress)
     targets = label_targets(images, labels)
     fits = calibration.inherited((parent.row.get("summary") or {}).get("temperatures"), run_id)  # the run's T
     ev = score_outputs(eval_id, images, targets, labels, embeddings, logits, parent.settings.get("projection", "tsne"),

@@ -332,7 +332,9 @@ def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: b
     rows = data.images["cache_index"].to_numpy()
     device = torch.device(result.device)
     if result.features is None:
-        return saved.predict(data.pixels, rows, run.loop.batch_size * 2, device, progress)
+        # the run's batch, not more: larger batches' activations pass glibc's mmap threshold on the CPU and page-fault
+        # 2.3x per image (BENCHMARKS.md, "feature pass")
+        return saved.predict(data.pixels, rows, run.loop.batch_size, device, progress)
     per_view = []
     for view in tta_views(saved.tta):
         features = result.view_features.get(view)
