@@ -19,7 +19,8 @@ from pathlib import Path
 from benchmarks import common
 
 BENCHMARKS = ("input_pipeline", "feature_cache", "evaluation", "attributions", "artifacts_stages", "dashboard_scale",
-              "gallery_export", "near_copies", "nearest_neighbours", "projection", "embeddings_size", "freed_memory", "full_workload")
+              "gallery_export", "near_copies", "nearest_neighbours", "projection", "embeddings_size", "freed_memory",
+              "full_workload")
 FULL_ONLY = ("full_workload",)  # the reference-full rehearsal (~30 min): `--full`, or named with --only
 
 

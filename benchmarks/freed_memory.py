@@ -64,8 +64,8 @@ def run(quick: bool = True) -> list[dict]:
     rows, out = [], []
     for px, batch in shapes:
         got: dict[str, list[dict]] = {"default": [], "kept": []}
-        for r in range(rounds):  # interleaved, order alternating
-            for v in (("default", "kept") if r % 2 == 0 else ("kept", "default")):
+        for n in range(rounds):  # interleaved, order alternating
+            for v in (("default", "kept") if n % 2 == 0 else ("kept", "default")):
                 got[v].append(measure(v, px, batch, steps))
         med = {v: {k: common.median([r[k] for r in got[v]]) for k in got[v][0]} for v in got}
         for v in ("default", "kept"):

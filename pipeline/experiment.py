@@ -37,7 +37,7 @@ from pipeline.data.prepare import PreparedData, check_trainable, content_digest,
 from pipeline.data.transforms import tta_views
 from pipeline.distributed import end_distributed, is_global_zero
 from pipeline.evaluate import score_outputs
-from pipeline.inference import heads_pass, mean_of_views
+from pipeline.inference import heads_pass, mean_of_views, predict_views
 from pipeline.similar_images import model_finder
 from pipeline.train import TrainResult, frozen_features, train
 
@@ -325,24 +325,47 @@ def run_ensemble(exp: Experiment, run: RunConfig, data: PreparedData) -> dict:
 
 def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: bool = True,
             saved: checkpoint.SavedModel | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Embeddings (of the centre view) and logits of every image, as the saved model predicts (its test-time
-    views averaged). A frozen backbone's features are reused (or computed once per view and kept)."""
+    """Embeddings (of the centre view) and logits of every image, as the saved model predicts: its test-time views
+    averaged for validation and test images; training images, which the model has seen, get the centre view alone
+    (7 views of every training painting would cost more than an epoch; run notes say so). A frozen backbone's
+    features are reused (or computed once per view and kept)."""
     saved = saved or checkpoint.trained(run, result.labels, data.config.resize, data.config.crop, result.model,
                                         result.transform)
     rows = data.images["cache_index"].to_numpy()
+    views = tta_views(saved.tta)
+    viewed = (data.images["split"] != "train").to_numpy() if len(views) > 1 else np.ones(len(rows), bool)
+    if not viewed.all():
+        result.notes.append(f"test-time views ({', '.join(views)}) averaged for validation and test images; "
+                            "training images predicted from the centre view")
     device = torch.device(result.device)
     if result.features is None:
         # the run's batch, not more: larger batches' activations pass glibc's mmap threshold on the CPU and page-fault
         # 2.3x per image (BENCHMARKS.md, "feature pass")
-        return saved.predict(data.pixels, rows, run.loop.batch_size, device, progress)
-    per_view = []
-    for view in tta_views(saved.tta):
+        embeddings, logits = saved.predict(data.pixels, rows[viewed], run.loop.batch_size, device, progress)
+        if viewed.all():
+            return embeddings, logits
+        centre, centre_logits = predict_views(result.model, result.transform, data.pixels, rows[~viewed],
+                                              run.loop.batch_size, device, [], progress)
+        return (merged(viewed, embeddings, centre),
+                {task: merged(viewed, value, centre_logits[task]) for task, value in logits.items()})
+    logits = heads_pass(result.model, result.features)
+    per_view = [{task: value[viewed] for task, value in logits.items()}]
+    for view in views[1:]:
         features = result.view_features.get(view)
-        if features is None:
-            features = frozen_features(run, result.model, result.transform, data, rows, device, progress,
-                                       result.notes, view)
+        features = features[viewed] if features is not None else frozen_features(
+            run, result.model, result.transform, data, rows[viewed], device, progress, result.notes, view)
         per_view.append(heads_pass(result.model, features))
-    return result.features, mean_of_views(per_view)
+    for task, value in mean_of_views(per_view).items():
+        logits[task] = logits[task].astype(value.dtype)
+        logits[task][viewed] = value
+    return result.features, logits
+
+
+def merged(mask: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """One array in image order from the rows of `mask` (`inside`) and the rest (`outside`)."""
+    out = np.empty((len(mask), *inside.shape[1:]), dtype=np.result_type(inside, outside))
+    out[mask], out[~mask] = inside, outside
+    return out
 
 
 def one_line(s: dict, skipped: int) -> str:

@@ -8,6 +8,7 @@ checkpoint kept its evaluation settings still load, with the defaults they were 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -40,11 +41,11 @@ def tta_run(tmp_path_factory) -> Path:
     return Path(exp.store)
 
 
-def stored_test_predictions(store: Path) -> list[tuple[str, list[float]]]:
+def stored_test_predictions(store: Path, split: str = "test") -> list[tuple[str, list[float]]]:
     return sql(store, """SELECT i.path, p.probs FROM predictions p JOIN runs r USING (run_id)
                          JOIN images i ON i.image_id = p.image_id AND i.dataset_id = r.dataset_id
-                         WHERE p.run_id = ? AND p.split = 'test' AND p.task = 'period' ORDER BY p.image_id""",
-               [RUN_ID])
+                         WHERE p.run_id = ? AND p.split = ? AND p.task = 'period' ORDER BY p.image_id""",
+               [RUN_ID, split])
 
 
 @pytest.mark.slow  # trains a run
@@ -56,6 +57,27 @@ def test_explain_gives_the_stored_probabilities_of_a_tta_run(tta_run: Path) -> N
     for path, stored in rows:
         got = list(explain_image(run, path).probabilities.values())
         np.testing.assert_allclose(got, stored, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow  # trains a run
+def test_training_images_are_stored_from_the_centre_view_alone(tta_run: Path) -> None:
+    """Test-time views cost 7 passes per image: the training images, which the model has seen, get one."""
+    run = load_run(tta_run, RUN_ID)
+    assert isinstance(run, checkpoint.SavedModel)
+    centre = dataclasses.replace(run, tta=[])
+    rows = stored_test_predictions(tta_run, "train")[:8]
+    assert rows
+
+    def log_probs(model: checkpoint.SavedModel, path: str) -> np.ndarray:  # the tiny set's runs are near-certain
+        return np.log(np.clip(list(explain_image(model, path).probabilities.values()), 1e-9, None))
+
+    stored = [np.log(np.clip(p, 1e-9, None)) for _, p in rows]
+    for (path, _), want in zip(rows, stored, strict=True):
+        np.testing.assert_allclose(log_probs(centre, path), want, atol=1e-3, rtol=0)
+    assert any(not np.allclose(log_probs(run, path), want, atol=1e-3, rtol=0)
+               for (path, _), want in zip(rows, stored, strict=True))
+    (notes,), = sql(tta_run, "SELECT summary.notes FROM runs WHERE run_id = ?", [RUN_ID])
+    assert "training images predicted from the centre view" in str(notes)
 
 
 @pytest.mark.slow  # trains a run
