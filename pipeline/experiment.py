@@ -333,7 +333,9 @@ def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: b
                                         result.transform)
     rows = data.images["cache_index"].to_numpy()
     views = tta_views(saved.tta)
-    viewed = (data.images["split"] != "train").to_numpy() if len(views) > 1 else np.ones(len(rows), bool)
+    viewed = (data.images["split"] != "train").to_numpy()
+    if len(views) == 1 or not viewed.any():  # no views to average, or only training images: one path for all
+        viewed = np.ones(len(rows), bool)
     if not viewed.all():
         result.notes.append(f"test-time views ({', '.join(views)}) averaged for validation and test images; "
                             "training images predicted from the centre view")
