@@ -341,8 +341,8 @@ def predict(run: RunConfig, result: TrainResult, data: PreparedData, progress: b
                             "training images predicted from the centre view")
     device = torch.device(result.device)
     if result.features is None:
-        # the run's batch, not more: larger batches' activations pass glibc's mmap threshold on the CPU and page-fault
-        # 2.3x per image (BENCHMARKS.md, "feature pass")
+        # the run's batch, not more: where glibc still maps large blocks afresh (a process without
+        # cpu_memory.keep_freed_memory, e.g. the dashboard) larger batches page-fault more per image (BENCHMARKS.md)
         embeddings, logits = saved.predict(data.pixels, rows[viewed], run.loop.batch_size, device, progress)
         if viewed.all():
             return embeddings, logits
