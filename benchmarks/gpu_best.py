@@ -54,7 +54,7 @@ def summary(path: Path) -> dict:
         metrics = con.execute("SELECT run_id, split, metric, value, low, high FROM metrics WHERE task = 'period' "
                               "AND label IS NULL AND split IN ('val', 'test') AND metric IN "
                               f"({', '.join(repr(m) for m in FIGURES)})").df()
-        epochs = con.execute("SELECT run_id, stage, epoch, train_acc, val_acc FROM epochs ORDER BY run_id, epoch").df()
+        epochs = con.execute("SELECT run_id, stage, epoch, val_acc FROM epochs ORDER BY run_id, epoch").df()
     out = {}
     for run in runs.to_dict("records"):
         rid = run.pop("run_id")
