@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from benchmarks import common, input_pipeline
 from pipeline import store
 from pipeline.config import load_experiment
+from pipeline.errors import ConfigError
 
 CONFIG = Path("configs/wikiart-best-gpu.yaml")
 FIGURES = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -78,7 +80,10 @@ def main() -> None:
     s.add_argument("store", type=Path)
     s.add_argument("out", type=Path)
     args, _ = parser.parse_known_args()  # probe takes the run's --set and ignores its other options
-    result = probe(args.config, args.set) if args.command == "probe" else summary(args.store)
+    try:
+        result = probe(args.config, args.set) if args.command == "probe" else summary(args.store)
+    except (ConfigError, store.StoreError) as exc:  # a bad config or a run that left no store: one line
+        sys.exit(f"gpu_best {args.command}: {exc}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))

@@ -52,3 +52,11 @@ def test_gpu_recipe_runs_end_to_end_and_reports_intervals(shared_datasets: Path,
         for figure in ("accuracy", "balanced_accuracy", "macro_f1"):
             value, low, high = row[f"test_{figure}"]
             assert 0 <= low <= value <= high <= 1
+
+
+def test_a_run_that_left_no_store_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_best", "summary", str(tmp_path / "none.duckdb"),
+                           str(tmp_path / "summary.json")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and not (tmp_path / "summary.json").exists()
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(f"gpu_best summary: {tmp_path / 'none.duckdb'} cannot be used")
