@@ -126,8 +126,13 @@ def page(browser):
 
 
 def wait_for_app(page) -> None:
-    """Streamlit renders after the websocket connects and the script runs: wait until it is idle."""
-    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    """Streamlit renders after the websocket connects and the script runs: wait until it is idle. The status widget
+    is absent both before the first run starts and after it ends, so also wait for the app's own script state to
+    leave `initial` (as Streamlit's e2e tests do): a slow machine otherwise reads the page before it is drawn."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=60_000)
+    page.wait_for_selector(
+        "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=60_000, state="attached"
+    )
     page.wait_for_function(
         "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=60_000, polling=250
     )

@@ -43,4 +43,5 @@ def test_a_verdict_button_saves_and_moves_to_the_next_painting(served, page):
     assert stored == [("outside its period",)]
     shot(page, "annotations-review")
     open_page(page, served, "annotations?" + urlencode({"author": reviewer}, quote_via=quote))
-    assert page.get_by_text("1 current annotations").count() == 1  # the list: this reviewer's one verdict
+    page.get_by_text("1 current annotations").wait_for(timeout=30_000)  # the list: this reviewer's one verdict
+    assert page.get_by_text("1 current annotations").count() == 1
