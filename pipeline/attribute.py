@@ -259,7 +259,7 @@ def randomisation_check(
         return pd.DataFrame(columns=columns)
     twin = Attributor(randomised_twin(model, backbone), cfg, model.backbone.mean, model.backbone.std)
     x = _inputs(transform, pixels, images["cache_index"].to_numpy()[sample["row"].to_numpy()], device)
-    target = torch.as_tensor(sample["target"].to_numpy(), device=device)
+    target = torch.tensor(sample["target"].to_numpy(dtype=np.int64), device=device)  # a copy: pandas' view is read-only
     with flush_denormal():
         trained, _ = attributor.maps(x, target)
         random, _ = twin.maps(x, target)

@@ -202,6 +202,18 @@ def test_slice_metrics_equal_a_hand_computation_and_the_gallery_shows_the_same_i
 
 
 @pytest.mark.slow
+def test_a_collection_of_one_size_is_one_size_not_all_small(real_store, monkeypatch):
+    monkeypatch.setenv("PERIODEYE_STORE", str(real_store))
+    [run_id, *_] = q.query("SELECT run_id FROM runs ORDER BY run_id")["run_id"]
+    sizes = q.query("SELECT DISTINCT width, height FROM images")
+    assert len(sizes) == 1  # the shared WikiArt paintings are all 224 × 224
+    got = q.slice_metrics(run_id, "test")
+    size = got[got["dimension"] == "size"]
+    assert list(size["value"]) == [q.ONE_SIZE]
+    assert int(size["n"].iloc[0]) == int(got.loc[got["dimension"] == "period", "n"].sum())
+
+
+@pytest.mark.slow
 def test_a_saved_slice_opens_by_its_link_with_every_run(sliced_store, tmp_path, monkeypatch):
     path = copy_store(sliced_store, tmp_path)
     slice_id = q.save_slice("Late sixteenth century", {"date": ["1550–1599"]}, "Ana", path=path)

@@ -37,6 +37,10 @@ _PIXELS = "i.width::BIGINT * i.height::BIGINT"
 _TERCILES = ("(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, [1/3, 2/3]) FROM images t "
              "WHERE t.dataset_id = i.dataset_id)")
 SIZES = ["small (lowest third)", "medium (middle third)", "large (highest third)"]
+# A collection of one size (WikiArt's are all 224 × 224) has no thirds: say so rather than call every image small.
+ONE_SIZE = "one size (every image)"
+_ONE_SIZE = ("(SELECT min(t.width::BIGINT * t.height::BIGINT) = max(t.width::BIGINT * t.height::BIGINT) FROM images t "
+             "WHERE t.dataset_id = i.dataset_id)")
 
 
 DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL expression over p, r, i, lq)
@@ -48,7 +52,7 @@ DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL ex
                                WHEN i.width / i.height > 1.25 THEN 'landscape (w/h > 1.25)'
                                ELSE 'square (0.8–1.25)' END"""),
     "size": ("size (pixels, thirds of the dataset)",
-             f"""CASE WHEN i.width IS NULL OR i.height IS NULL THEN 'unknown'
+             f"""CASE WHEN i.width IS NULL OR i.height IS NULL THEN 'unknown' WHEN {_ONE_SIZE} THEN '{ONE_SIZE}'
                       ELSE {SIZES}[1 + len(list_filter({_TERCILES}, lambda x: {_PIXELS} > x))] END"""),
     "near_copy": ("near-copy group", """CASE WHEN EXISTS (SELECT 1 FROM near_copies n WHERE n.dataset_id = i.dataset_id
                                                                                  AND n.image_id = i.image_id)
