@@ -80,6 +80,16 @@ class NearCopyConfig:
     local_candidates: int = 10  # embedding neighbours per image that `local` verifies (details' recall@k: BENCHMARKS)
     local_inliers: int = 8  # least RANSAC inliers for a `local` link (distinct paintings reached 6 at most)
 
+    def effective(self) -> NearCopyConfig:
+        """These settings with those of detectors that are off put back to their defaults: what shapes the groups, so
+        tuning a threshold nobody uses does not make a new dataset (and retrain its runs)."""
+        used = {"phash": {"phash_distance"}, "embedding": {"embedding_similarity", "embedding_backbone"},
+                "local": {"embedding_backbone", "local_candidates", "local_inliers"}, "title": set()}
+        keep = {name for detector in self.detectors for name in used[detector]}
+        default = NearCopyConfig()
+        return dataclasses.replace(default, detectors=list(self.detectors),
+                                   **{name: getattr(self, name) for name in keep})
+
 
 @dataclass
 class CorrectionsConfig:
@@ -139,7 +149,8 @@ class DataConfig:
         """Stable id of the prepared dataset: name + a hash of everything that shapes it. A field added after the
         first stores counts only when it differs from its default, so existing datasets keep their ids."""
         defaults = dataclasses.asdict(DataConfig())
-        spec = {k: v for k, v in dataclasses.asdict(self).items() if k in FIRST_DATA_FIELDS or v != defaults[k]}
+        shaping = dataclasses.asdict(dataclasses.replace(self, near_copies=self.near_copies.effective()))
+        spec = {k: v for k, v in shaping.items() if k in FIRST_DATA_FIELDS or v != defaults[k]}
         spec.pop("thumbnail_size")
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.dataset_name}-{digest}"

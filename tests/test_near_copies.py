@@ -90,6 +90,22 @@ def test_copies_of_a_painting_land_in_its_split_and_conflicts_are_reported(copie
     assert len(stored) == len(data.near_copies) and set(stored["kind"]) <= {"phash", "embedding"}
 
 
+def test_only_the_thresholds_of_detectors_in_use_make_a_new_dataset():
+    """Tuning a threshold of a detector that is off keeps the dataset (and its trained runs); one in use does not."""
+    def key(**near) -> str:
+        return DataConfig(source="imagefolder", path="/data/p", near_copies=NearCopyConfig(**near)).key()
+
+    off = key()
+    assert key(phash_distance=4, embedding_similarity=0.5, local_inliers=3) == off
+    phash = key(detectors=["phash", "title"])
+    assert phash != off
+    assert key(detectors=["phash", "title"], embedding_similarity=0.5, local_candidates=3) == phash
+    assert key(detectors=["phash", "title"], phash_distance=4) != phash
+    local = key(detectors=["local"])
+    assert key(detectors=["local"], embedding_backbone="resnet18") != local
+    assert key(detectors=["local"], local_inliers=12) != local
+
+
 @pytest.mark.slow
 def test_option_off_changes_nothing(copies, tmp_path):
     root, _ = copies
