@@ -34,13 +34,12 @@ _PIXELS = "i.width::BIGINT * i.height::BIGINT"
 
 
 # The dataset's pixel-count terciles in one subquery; a size is how many of them the image exceeds.
-_TERCILES = ("(SELECT quantile_disc(t.width::BIGINT * t.height::BIGINT, [1/3, 2/3]) FROM images t "
-             "WHERE t.dataset_id = i.dataset_id)")
+_DATASET_PIXELS = "FROM (SELECT width::BIGINT * height::BIGINT AS px FROM images t WHERE t.dataset_id = i.dataset_id)"
+_TERCILES = f"(SELECT quantile_disc(px, [1/3, 2/3]) {_DATASET_PIXELS})"
 SIZES = ["small (lowest third)", "medium (middle third)", "large (highest third)"]
 # A collection of one size (WikiArt's are all 224 × 224) has no thirds: say so rather than call every image small.
 ONE_SIZE = "one size (every image)"
-_ONE_SIZE = ("(SELECT min(t.width::BIGINT * t.height::BIGINT) = max(t.width::BIGINT * t.height::BIGINT) FROM images t "
-             "WHERE t.dataset_id = i.dataset_id)")
+_ONE_SIZE = f"(SELECT min(px) = max(px) {_DATASET_PIXELS})"
 
 
 DIMENSIONS: dict[str, tuple[str, str]] = {  # name in the URL → (words, SQL expression over p, r, i, lq)
